@@ -1,0 +1,749 @@
+"""LIT: Less attention vIsion Transformer.
+
+"Less is More: Pay Less Attention in Vision Transformers", Pan et al., AAAI 2022
+(https://arxiv.org/abs/2105.14217).
+
+A four-stage hierarchical transformer: stages 1-2 hold MLP-only blocks, stages 3-4
+global multi-head self-attention, and a deformable token merging (DTM) module halves
+the resolution between stages. LIT-Ti and LIT-S/M/B differ in how they encode position
+(per-stage absolute embeddings and a class token vs. relative position bias and mean
+pooling); both are options of the one :class:`LIT` model below.
+
+The released checkpoints use two other key layouts (a PVT-like one for LIT-Ti and a
+Swin-like one for LIT-S/M/B); :func:`checkpoint_filter_fn` maps both to this file's names.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, Mlp, resample_abs_pos_embed, trunc_normal_, use_fused_attn
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint_seq
+
+from ..ops.deform import deform_sample2x2
+
+__all__ = ["LIT", "DeformableTokenMerging", "checkpoint_filter_fn", "MODEL_CONFIGS"]
+
+
+class PatchEmbed(nn.Module):
+    """4x4 stride-4 convolution to tokens, then LayerNorm."""
+
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int = 4, norm_eps: float = 1e-5):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        x = self.proj(x)
+        grid = (x.shape[2], x.shape[3])
+        return self.norm(x.flatten(2).transpose(1, 2)), grid
+
+
+class DeformableTokenMerging(nn.Module):
+    """Deformable token merging: a learned-offset 2x2 stride-2 convolution, BatchNorm, GELU.
+
+    An offset convolution predicts, for every output cell, where each of the four kernel
+    taps samples the input; the deformable convolution is computed by bilinear sampling
+    plus one matrix product (:func:`litvit.ops.deform.deform_sample2x2`), so no compiled
+    extension is needed. ``proj`` only holds the deformable kernel's weight and bias.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int):
+        super().__init__()
+        self.offset_conv = nn.Conv2d(in_chans, 8, kernel_size=2, stride=2)
+        self.proj = nn.Conv2d(in_chans, out_chans, kernel_size=2, stride=2)
+        self.norm = nn.BatchNorm2d(out_chans)
+        self.act = nn.GELU()
+        self.reset_offsets()
+
+    def reset_offsets(self) -> None:
+        # Zero offsets make an untrained module sample the regular 2x2 grid.
+        nn.init.zeros_(self.offset_conv.weight)
+        nn.init.zeros_(self.offset_conv.bias)
+
+    def forward(
+        self, x: torch.Tensor, grid: Tuple[int, int]
+    ) -> Tuple[torch.Tensor, Tuple[int, int], torch.Tensor]:
+        """Merge ``B x N x C`` tokens on an ``H x W`` grid into ``B x N/4 x C_out`` tokens.
+
+        Returns the merged tokens, the new grid size and the predicted offsets
+        (``B x 8 x H/2 x W/2``; channel ``2k`` row and ``2k+1`` column shift of tap ``k``).
+        """
+        batch, _, channels = x.shape
+        height, width = grid
+        # Viewing the tokens as a channels-last NCHW map costs no copy.
+        x = x.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
+        offset = self.offset_conv(x)
+        out_h, out_w = offset.shape[-2:]
+        samples = deform_sample2x2(x, offset)  # B x (C*4) x N'
+        weight = self.proj.weight.reshape(self.proj.out_channels, -1)
+        # (B x N' x C*4) @ (C*4 x C_out): the result is already in token layout.
+        out = torch.matmul(samples.transpose(1, 2), weight.t())
+        if self.proj.bias is not None:
+            out = out + self.proj.bias
+        out = out.reshape(batch, out_h, out_w, -1).permute(0, 3, 1, 2)
+        out = self.act(self.norm(out))
+        out = out.permute(0, 2, 3, 1).reshape(batch, out_h * out_w, -1)
+        return out, (out_h, out_w), offset
+
+
+def relative_position_index(height: int, width: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """Index into a ``(2H-1)(2W-1)`` bias table for every (query, key) pair of an ``H x W`` grid."""
+    coords = torch.stack(
+        torch.meshgrid(
+            torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij"
+        )
+    ).flatten(1)  # 2 x N
+    rel = coords[:, :, None] - coords[:, None, :]  # 2 x N x N
+    return (rel[0] + height - 1) * (2 * width - 1) + (rel[1] + width - 1)
+
+
+def resize_rel_pos_table(table: torch.Tensor, src_grid: Tuple[int, int], dst_grid: Tuple[int, int]) -> torch.Tensor:
+    """Resize a ``(2h-1)(2w-1) x heads`` bias table to another grid, bicubically (as the released
+    dense backbones do)."""
+    if tuple(src_grid) == tuple(dst_grid):
+        return table
+    heads = table.shape[1]
+    src_h, src_w = 2 * src_grid[0] - 1, 2 * src_grid[1] - 1
+    dst_h, dst_w = 2 * dst_grid[0] - 1, 2 * dst_grid[1] - 1
+    image = table.t().reshape(1, heads, src_h, src_w)
+    image = F.interpolate(image.float(), size=(dst_h, dst_w), mode="bicubic", align_corners=False)
+    return image.to(table.dtype).reshape(heads, dst_h * dst_w).t()
+
+
+class Attention(nn.Module):
+    """Global multi-head self-attention with an optional learned relative position bias."""
+
+    fused_attn: bool
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        rel_pos_grid: Optional[Tuple[int, int]] = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.fused_attn = use_fused_attn()
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.rel_pos_grid = tuple(rel_pos_grid) if rel_pos_grid is not None else None
+        if self.rel_pos_grid is not None:
+            h, w = self.rel_pos_grid
+            self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * h - 1) * (2 * w - 1), num_heads))
+            self.register_buffer("relative_position_index", relative_position_index(h, w), persistent=False)
+            trunc_normal_(self.relative_position_bias_table, std=0.02)
+        else:
+            self.relative_position_bias_table = None
+
+    def position_bias(self, grid: Tuple[int, int], num_tokens: int) -> Optional[torch.Tensor]:
+        """``1 x heads x N x N`` additive bias for a ``grid`` of tokens, or None."""
+        if self.relative_position_bias_table is None:
+            return None
+        if grid[0] * grid[1] != num_tokens:
+            raise ValueError(f"relative position bias needs {grid[0]}x{grid[1]} grid tokens, got {num_tokens}")
+        if tuple(grid) == self.rel_pos_grid:
+            table, index = self.relative_position_bias_table, self.relative_position_index
+        else:
+            table = resize_rel_pos_table(self.relative_position_bias_table, self.rel_pos_grid, grid)
+            index = relative_position_index(grid[0], grid[1], device=table.device)
+        bias = table[index.reshape(-1)].reshape(num_tokens, num_tokens, -1)
+        return bias.permute(2, 0, 1).unsqueeze(0)
+
+    def attention_probs(self, q: torch.Tensor, k: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        if bias is not None:
+            attn = attn + bias
+        return attn.softmax(dim=-1)
+
+    def forward(self, x: torch.Tensor, grid: Tuple[int, int], return_attn: bool = False):
+        batch, num_tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, num_tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        bias = self.position_bias(grid, num_tokens)
+        attn = None
+        if self.fused_attn and not return_attn:
+            if bias is not None:
+                bias = bias.to(q.dtype)
+            x = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias, dropout_p=self.attn_drop.p if self.training else 0.0
+            )
+        else:
+            attn = self.attention_probs(q, k, bias)
+            x = self.attn_drop(attn) @ v
+        x = x.transpose(1, 2).reshape(batch, num_tokens, dim)
+        x = self.proj_drop(self.proj(x))
+        return (x, attn) if return_attn else x
+
+
+class Block(nn.Module):
+    """Pre-norm residual block; without attention (stages 1-2) it is the MLP residual alone."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        use_attn: bool,
+        qkv_bias: bool = True,
+        rel_pos_grid: Optional[Tuple[int, int]] = None,
+        drop_path: float = 0.0,
+        proj_drop: float = 0.0,
+        attn_drop: float = 0.0,
+        norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+    ):
+        super().__init__()
+        if use_attn:
+            self.norm1 = norm_layer(dim)
+            self.attn = Attention(dim, num_heads, qkv_bias, rel_pos_grid, attn_drop, proj_drop)
+        else:
+            self.norm1 = None
+            self.attn = None
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+        if self.attn is not None:
+            x = x + self.drop_path(self.attn(self.norm1(x), grid))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class LITStage(nn.Module):
+    """Token merging (DTM, or nothing in stage 1), optional absolute position embedding, blocks."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float,
+        use_attn: bool,
+        downsample: bool,
+        grid: Tuple[int, int],
+        abs_pos_embed: bool,
+        rel_pos_bias: bool,
+        num_prefix_tokens: int = 0,
+        qkv_bias: bool = True,
+        drop_path: Sequence[float] = (),
+        proj_drop: float = 0.0,
+        attn_drop: float = 0.0,
+        norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+    ):
+        super().__init__()
+        self.grid = tuple(grid)
+        self.num_prefix_tokens = num_prefix_tokens
+        self.grad_checkpointing = False
+        self.downsample = DeformableTokenMerging(in_dim, dim) if downsample else None
+        if abs_pos_embed:
+            self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1] + num_prefix_tokens, dim))
+            trunc_normal_(self.pos_embed, std=0.02)
+        else:
+            self.pos_embed = None
+        self.blocks = nn.ModuleList(
+            [
+                Block(
+                    dim,
+                    num_heads,
+                    mlp_ratio,
+                    use_attn,
+                    qkv_bias=qkv_bias,
+                    rel_pos_grid=grid if (use_attn and rel_pos_bias) else None,
+                    drop_path=drop_path[i] if drop_path else 0.0,
+                    proj_drop=proj_drop,
+                    attn_drop=attn_drop,
+                    norm_layer=norm_layer,
+                )
+                for i in range(depth)
+            ]
+        )
+
+    def resized_pos_embed(self, grid: Tuple[int, int]) -> torch.Tensor:
+        if tuple(grid) == self.grid:
+            return self.pos_embed
+        # The released dense backbones resize the embedding bilinearly, without antialiasing.
+        return resample_abs_pos_embed(
+            self.pos_embed,
+            new_size=list(grid),
+            old_size=list(self.grid),
+            num_prefix_tokens=self.num_prefix_tokens,
+            interpolation="bilinear",
+            antialias=False,
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        grid: Tuple[int, int],
+        prefix_tokens: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, Tuple[int, int], Optional[torch.Tensor]]:
+        """Returns tokens (prefix tokens first, if given), grid size and the DTM offsets (or None)."""
+        offset = None
+        if self.downsample is not None:
+            x, grid, offset = self.downsample(x, grid)
+        if self.pos_embed is not None:
+            pos_embed = self.resized_pos_embed(grid)
+            if prefix_tokens is None and self.num_prefix_tokens:
+                pos_embed = pos_embed[:, self.num_prefix_tokens :]
+            if prefix_tokens is not None:
+                x = torch.cat((prefix_tokens.expand(x.shape[0], -1, -1), x), dim=1)
+            x = x + pos_embed
+        elif prefix_tokens is not None:
+            x = torch.cat((prefix_tokens.expand(x.shape[0], -1, -1), x), dim=1)
+        for block in self.blocks:
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = torch.utils.checkpoint.checkpoint(block, x, grid, use_reentrant=False)
+            else:
+                x = block(x, grid)
+        return x, grid, offset
+
+
+class LIT(nn.Module):
+    """LIT backbone and classifier.
+
+    Args:
+        img_size: training resolution; fixes the size of the position tables (other sizes
+            that are multiples of 32 are handled by resizing them).
+        embed_dims, depths, num_heads, mlp_ratios: per stage.
+        attn_stages: which stages use self-attention (LIT: the last two).
+        pos_embed: ``'abs'`` (LIT-Ti: learned embedding per stage, class token) or ``'rel'``
+            (LIT-S/M/B: relative position bias in every attention block).
+        global_pool: ``'token'`` (class token) or ``'avg'``.
+        norm_eps: LayerNorm epsilon in blocks and the final norm (the stem LayerNorm always
+            uses 1e-5, as released).
+        feature_norms: add a LayerNorm on the stage 2-4 outputs of :meth:`forward_intermediates`
+            (the convention of the released LIT-S dense backbone).
+    """
+
+    def __init__(
+        self,
+        img_size: Union[int, Tuple[int, int]] = 224,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        embed_dims: Sequence[int] = (96, 192, 384, 768),
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        mlp_ratios: Sequence[float] = (4, 4, 4, 4),
+        attn_stages: Sequence[bool] = (False, False, True, True),
+        pos_embed: str = "rel",
+        patch_size: int = 4,
+        qkv_bias: bool = True,
+        norm_eps: float = 1e-5,
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        feature_norms: bool = False,
+    ):
+        super().__init__()
+        if pos_embed not in ("abs", "rel"):
+            raise ValueError(f"pos_embed must be 'abs' or 'rel', got {pos_embed!r}")
+        if global_pool not in ("token", "avg", ""):
+            raise ValueError(f"global_pool must be 'token', 'avg' or '', got {global_pool!r}")
+        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        num_stages = len(depths)
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.pos_embed_type = pos_embed
+        self.embed_dims = list(embed_dims)
+        self.num_features = self.head_hidden_size = embed_dims[-1]
+        self.stride = patch_size * 2 ** (num_stages - 1)
+        self.grad_checkpointing = False
+        # The class token exists only where the head reads it.
+        self.num_prefix_tokens = 1 if global_pool == "token" else 0
+        norm_layer = partial(nn.LayerNorm, eps=norm_eps)
+
+        self.patch_embed = PatchEmbed(in_chans, embed_dims[0], patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims[-1])) if self.num_prefix_tokens else None
+
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        stages, self.feature_info = [], []
+        grid = (img_size[0] // patch_size, img_size[1] // patch_size)
+        reduction = patch_size
+        for i in range(num_stages):
+            if i > 0:
+                grid = (grid[0] // 2, grid[1] // 2)
+                reduction *= 2
+            stages.append(
+                LITStage(
+                    in_dim=embed_dims[max(i - 1, 0)],
+                    dim=embed_dims[i],
+                    depth=depths[i],
+                    num_heads=num_heads[i],
+                    mlp_ratio=mlp_ratios[i],
+                    use_attn=bool(attn_stages[i]),
+                    downsample=i > 0,
+                    grid=grid,
+                    abs_pos_embed=pos_embed == "abs",
+                    rel_pos_bias=pos_embed == "rel",
+                    num_prefix_tokens=self.num_prefix_tokens if i == num_stages - 1 else 0,
+                    qkv_bias=qkv_bias,
+                    drop_path=dpr[sum(depths[:i]) : sum(depths[: i + 1])],
+                    proj_drop=proj_drop_rate,
+                    attn_drop=attn_drop_rate,
+                    norm_layer=norm_layer,
+                )
+            )
+            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=reduction, module=f"stages.{i}"))
+        self.stages = nn.ModuleList(stages)
+        self.norm = norm_layer(embed_dims[-1])
+        self.feature_norms = (
+            nn.ModuleList([nn.Identity()] + [norm_layer(d) for d in embed_dims[1:]]) if feature_norms else None
+        )
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+
+        if self.cls_token is not None:
+            trunc_normal_(self.cls_token, std=0.02)
+        self.apply(self._init_weights)
+        for stage in self.stages:
+            if stage.downsample is not None:
+                stage.downsample.reset_offsets()
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    # ----------------------------------------------------------------- timm model API
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        """Parameters exempt from weight decay besides biases and norms (which timm skips by ndim)."""
+        names = {"cls_token"}
+        for name, _ in self.named_parameters():
+            if name.endswith("pos_embed") or name.endswith("relative_position_bias_table"):
+                names.add(name)
+        return names
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(
+            stem=r"^cls_token|^patch_embed",
+            blocks=r"^stages\.(\d+)" if coarse else [(r"^stages\.(\d+)\.blocks\.(\d+)", None), (r"^stages\.(\d+)", (0,))],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            if global_pool == "token" and self.cls_token is None:
+                raise ValueError("this model has no class token; use global_pool='avg'")
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def offset_parameters(self) -> List[nn.Parameter]:
+        """Parameters of the DTM offset predictors (trained at a reduced learning rate)."""
+        return [p for s in self.stages if s.downsample is not None for p in s.downsample.offset_conv.parameters()]
+
+    # ----------------------------------------------------------------- forward
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4:
+            raise ValueError(f"LIT expects a B x C x H x W image batch, got shape {tuple(x.shape)}")
+        height, width = x.shape[-2:]
+        if height % self.stride or width % self.stride:
+            raise ValueError(
+                f"LIT needs image height and width divisible by {self.stride}, got {height}x{width}"
+            )
+
+    def _stem(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        self._check_input(x)
+        return self.patch_embed(x)
+
+    def forward_features(
+        self, x: torch.Tensor, return_offsets: bool = False
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Final normalised tokens (class token first for LIT-Ti); optionally the three DTM offset maps."""
+        x, grid = self._stem(x)
+        offsets = []
+        last = len(self.stages) - 1
+        for i, stage in enumerate(self.stages):
+            prefix = self.cls_token if (i == last and self.cls_token is not None) else None
+            x, grid, offset = stage(x, grid, prefix)
+            if offset is not None:
+                offsets.append(offset)
+        x = self.norm(x)
+        return (x, offsets) if return_offsets else x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == "token":
+            x = x[:, 0]
+        elif self.global_pool == "avg":
+            x = x[:, self.num_prefix_tokens :].mean(dim=1)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_with_offsets(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Logits and the offsets predicted by the three DTMs (stage order, ``B x 8 x h x w`` each)."""
+        features, offsets = self.forward_features(x, return_offsets=True)
+        return self.forward_head(features), offsets
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, List[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Stage maps at strides 4, 8, 16, 32, as the released dense backbones compute them.
+
+        Dense backbones carry no class token: in stage 4 of LIT-Ti the position embedding's
+        class slot is dropped. With ``feature_norms`` the stage 2-4 maps pass their own
+        LayerNorm. When ``intermediates_only`` is False the final (normalised) tokens of the
+        dense pass are returned beside the maps.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError("LIT intermediates are only available as NCHW")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        stages = self.stages[: max_index + 1] if stop_early else self.stages
+        intermediates = []
+        x, grid = self._stem(x)
+        for i, stage in enumerate(stages):
+            x, grid, _ = stage(x, grid)
+            if i in take_indices:
+                out = x
+                if self.feature_norms is not None:
+                    out = self.feature_norms[i](out)
+                elif norm and i == len(self.stages) - 1:
+                    out = self.norm(out)
+                intermediates.append(out.transpose(1, 2).reshape(x.shape[0], -1, grid[0], grid[1]))
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def prune_intermediate_layers(
+        self, indices: Union[int, List[int]] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> List[int]:
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[: max_index + 1]
+        if prune_norm or max_index < len(self.stages) - 1:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.cls_token = None
+            self.num_prefix_tokens = 0
+            self.reset_classifier(0, "")
+        return take_indices
+
+
+# --------------------------------------------------------------------- checkpoint mapping
+def _map_released_key(key: str) -> Optional[str]:
+    """Name in this file for a key of the released LIT-Ti / LIT-S/M/B layouts (None = drop)."""
+    import re
+
+    if key.endswith("relative_position_index") or key.endswith("attn_mask"):
+        return None  # derived buffers, rebuilt by the model
+    dtm = {
+        "dconv.conv_offset.": "downsample.offset_conv.",
+        "dconv.": "downsample.proj.",
+        "norm_layer.": "downsample.norm.",
+    }
+
+    def rename_dtm(rest: str) -> str:
+        for old, new in dtm.items():
+            if rest.startswith(old):
+                return new + rest[len(old) :]
+        raise KeyError(key)
+
+    # LIT-Ti (PVT-like): pos_embed{i}, patch_embed{i}, block{i}.
+    m = re.match(r"^pos_embed(\d)$", key)
+    if m:
+        return f"stages.{int(m.group(1)) - 1}.pos_embed"
+    m = re.match(r"^patch_embed(\d)\.(.*)$", key)
+    if m:
+        stage, rest = int(m.group(1)) - 1, m.group(2)
+        return f"patch_embed.{rest}" if stage == 0 else f"stages.{stage}.{rename_dtm(rest)}"
+    m = re.match(r"^block(\d)\.(.*)$", key)
+    if m:
+        return f"stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}"
+    # LIT-S/M/B (Swin-like): layers.{i}.blocks, layers.{i}.downsample (DTM after stage i).
+    m = re.match(r"^layers\.(\d+)\.blocks\.(.*)$", key)
+    if m:
+        return f"stages.{m.group(1)}.blocks.{m.group(2)}"
+    m = re.match(r"^layers\.(\d+)\.downsample\.(.*)$", key)
+    if m:
+        return f"stages.{int(m.group(1)) + 1}.{rename_dtm(m.group(2))}"
+    return key
+
+
+def _is_released_layout(state_dict: Dict[str, torch.Tensor]) -> bool:
+    return any(k.startswith(("layers.", "block1.", "patch_embed1.", "pos_embed1")) for k in state_dict)
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LIT) -> Dict[str, torch.Tensor]:
+    """Map a released or litvit state dict onto ``model``'s names and shapes.
+
+    Accepts the released LIT-Ti (PVT-like) and LIT-S/M/B (Swin-like) layouts, litvit's own,
+    a ``{'model': ...}`` / ``{'state_dict': ...}`` wrapper and the ``module.`` prefix of
+    DDP. Position tables stored for another resolution are resized to the model's
+    (bilinearly for absolute embeddings, bicubically for relative bias tables).
+    """
+    for wrapper in ("model", "state_dict"):
+        if isinstance(state_dict.get(wrapper), dict):
+            state_dict = state_dict[wrapper]
+            break
+    state_dict = {(k[7:] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+    released = _is_released_layout(state_dict)
+    model_state = model.state_dict()
+    out = {}
+    for key, value in state_dict.items():
+        if not torch.is_tensor(value):
+            continue
+        name = _map_released_key(key) if released else key
+        if name is None:
+            continue
+        target = model_state.get(name)
+        if target is not None and value.shape != target.shape:
+            if name.endswith("pos_embed"):
+                stage = model.stages[int(name.split(".")[1])]
+                prefix = value.shape[1] - _square_side(value.shape[1] - stage.num_prefix_tokens) ** 2
+                src_side = _square_side(value.shape[1] - prefix)
+                value = resample_abs_pos_embed(
+                    value,
+                    new_size=list(stage.grid),
+                    old_size=[src_side, src_side],
+                    num_prefix_tokens=prefix,
+                    interpolation="bilinear",
+                    antialias=False,
+                )
+                if prefix > stage.num_prefix_tokens:
+                    value = value[:, prefix - stage.num_prefix_tokens :]
+            elif name.endswith("relative_position_bias_table"):
+                src_side = (_square_side(value.shape[0]) + 1) // 2
+                dst_grid = model.get_submodule(name.rsplit(".", 1)[0]).rel_pos_grid
+                value = resize_rel_pos_table(value, (src_side, src_side), dst_grid)
+        out[name] = value
+    return out
+
+
+def _square_side(n: int) -> int:
+    return math.isqrt(n)
+
+
+# --------------------------------------------------------------------- configurations
+MODEL_CONFIGS: Dict[str, Dict[str, Any]] = {
+    "lit_ti": dict(
+        embed_dims=(64, 128, 320, 512),
+        depths=(3, 4, 6, 3),
+        num_heads=(1, 2, 5, 8),
+        mlp_ratios=(8, 8, 4, 4),
+        pos_embed="abs",
+        global_pool="token",
+        norm_eps=1e-6,
+    ),
+    "lit_s": dict(
+        embed_dims=(96, 192, 384, 768), depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), mlp_ratios=(4, 4, 4, 4)
+    ),
+    "lit_m": dict(
+        embed_dims=(96, 192, 384, 768), depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), mlp_ratios=(4, 4, 4, 4)
+    ),
+    "lit_b": dict(
+        embed_dims=(128, 256, 512, 1024), depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), mlp_ratios=(4, 4, 4, 4)
+    ),
+}
+
+# Drop-path rates of the released ImageNet recipes (used by the trainer as defaults).
+DEFAULT_DROP_PATH = {"lit_ti": 0.1, "lit_s": 0.2, "lit_m": 0.3, "lit_b": 0.5}
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    return {
+        "url": "",
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": (7, 7),
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "fixed_input_size": False,
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "first_conv": "patch_embed.proj",
+        "classifier": "head",
+        "license": "apache-2.0",
+        "paper_ids": "arXiv:2105.14217",
+        "paper_name": "Less is More: Pay Less Attention in Vision Transformers",
+        "origin_url": "https://github.com/ziplab/LIT",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({f"{name}.untrained": _cfg() for name in MODEL_CONFIGS})
+
+
+def _create_lit(variant: str, pretrained: bool = False, **kwargs: Any) -> LIT:
+    config = dict(MODEL_CONFIGS[variant])
+    if kwargs.get("features_only"):
+        # The released LIT-S/M/B dense backbone normalises its stage 2-4 outputs.
+        config.setdefault("feature_norms", config.get("pos_embed", "rel") == "rel")
+    config.update(kwargs)
+    out_indices = config.pop("out_indices", (0, 1, 2, 3))
+    return build_model_with_cfg(
+        LIT,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+        **config,
+    )
+
+
+@register_model
+def lit_ti(pretrained: bool = False, **kwargs: Any) -> LIT:
+    """LIT-Ti: 19.9M parameters, 3.6 GMACs at 224 px, 81.1% ImageNet top-1."""
+    return _create_lit("lit_ti", pretrained, **kwargs)
+
+
+@register_model
+def lit_s(pretrained: bool = False, **kwargs: Any) -> LIT:
+    """LIT-S: 28.0M parameters, 4.1 GMACs at 224 px, 81.5% ImageNet top-1."""
+    return _create_lit("lit_s", pretrained, **kwargs)
+
+
+@register_model
+def lit_m(pretrained: bool = False, **kwargs: Any) -> LIT:
+    """LIT-M: 49.4M parameters, 8.6 GMACs at 224 px, 83.0% ImageNet top-1."""
+    return _create_lit("lit_m", pretrained, **kwargs)
+
+
+@register_model
+def lit_b(pretrained: bool = False, **kwargs: Any) -> LIT:
+    """LIT-B: 87.3M parameters, 15.0 GMACs at 224 px, 83.4% ImageNet top-1."""
+    return _create_lit("lit_b", pretrained, **kwargs)
+

@@ -1,0 +1,100 @@
+"""Pure-PyTorch 2x2 stride-2 deformable convolution, the sampling core of LIT's token merging.
+
+LIT only ever uses a deformable convolution with a 2x2 kernel, stride 2, no padding,
+dilation 1 and a single offset group. That special case needs no im2col kernel: each
+output cell reads exactly four bilinear samples per input channel, which
+``torch.nn.functional.grid_sample`` computes for all cells at once, and the
+convolution is then one matrix product over (channel, tap). Both ops have fast
+CPU and CUDA kernels, autograd formulas, ONNX symbolics and torch.compile support,
+so nothing has to be compiled.
+
+Sampling convention (identical to ``torchvision.ops.deform_conv2d``): for output cell
+(i, j) and tap k = 2*ki + kj the input is read at row ``2i + ki + offset[2k]`` and column
+``2j + kj + offset[2k+1]``, bilinearly, with pixel centres on integer coordinates and
+every corner outside the map contributing zero.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["deform_sample2x2", "deform_conv2x2", "sampling_locations2x2"]
+
+# (row, column) of each kernel tap, in the order of the offset channels and weight taps.
+_TAPS = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+
+def sampling_locations2x2(offset: torch.Tensor) -> torch.Tensor:
+    """Absolute (row, column) input coordinates read by each tap of each output cell.
+
+    Args:
+        offset: ``B x 8 x Ho x Wo`` offsets (row shift, column shift per tap).
+
+    Returns:
+        ``B x 4 x Ho x Wo x 2`` tensor of (row, column) positions in input pixels.
+    """
+    batch, channels, out_h, out_w = offset.shape
+    if channels != 8:
+        raise ValueError(f"a 2x2 deformable kernel needs 8 offset channels, got {channels}")
+    rows = torch.arange(out_h, device=offset.device, dtype=offset.dtype) * 2
+    cols = torch.arange(out_w, device=offset.device, dtype=offset.dtype) * 2
+    tap = torch.tensor(_TAPS, device=offset.device, dtype=offset.dtype)  # 4 x 2
+    base = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1)  # Ho x Wo x 2
+    base = base.unsqueeze(0) + tap.view(4, 1, 1, 2)  # 4 x Ho x Wo x 2
+    return base.unsqueeze(0) + offset.view(batch, 4, 2, out_h, out_w).permute(0, 1, 3, 4, 2)
+
+
+def deform_sample2x2(x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of a 2x2 stride-2 deformable kernel, laid out for one matmul.
+
+    Args:
+        x: ``B x C x H x W`` input (any memory format; channels-last avoids a copy when
+            the caller holds tokens).
+        offset: ``B x 8 x H//2 x W//2`` sampling offsets.
+
+    Returns:
+        ``B x (C*4) x (H//2 * W//2)`` samples; row ``c*4 + k`` holds channel ``c`` at tap
+        ``k``, matching ``weight.reshape(C_out, C*4)`` of a ``C_out x C x 2 x 2`` kernel.
+    """
+    batch, channels, height, width = x.shape
+    out_h, out_w = offset.shape[-2:]
+    if out_h != height // 2 or out_w != width // 2:
+        raise ValueError(
+            f"offset map {out_h}x{out_w} does not fit a stride-2 kernel over a {height}x{width} input"
+        )
+    # Sample positions must be exact to a fraction of a pixel, which half precision cannot
+    # hold for maps wider than a few dozen pixels; interpolate in float32 and hand the
+    # result back in the input's dtype.
+    compute_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    loc = sampling_locations2x2(offset.to(compute_dtype))  # B x 4 x Ho x Wo x 2 (row, col)
+    # grid_sample wants (x, y) in [-1, 1] with align_corners=True mapping -1 / +1 to the
+    # centres of the first / last pixel; max(., 1) keeps 1-pixel-wide maps finite.
+    scale = loc.new_tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)])
+    grid = (loc.flip(-1) * scale - 1.0).reshape(batch, 4, out_h * out_w, 2)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        samples = F.grid_sample(
+            x.to(compute_dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+        )  # B x C x 4 x N
+    return samples.reshape(batch, channels * 4, out_h * out_w).to(x.dtype)
+
+
+def deform_conv2x2(
+    x: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """``torchvision.ops.deform_conv2d(x, offset, weight, bias, stride=2)`` for a 2x2 kernel.
+
+    Returns ``B x C_out x H//2 x W//2``.
+    """
+    batch = x.shape[0]
+    out_h, out_w = offset.shape[-2:]
+    out_channels = weight.shape[0]
+    samples = deform_sample2x2(x, offset)  # B x (C*4) x N
+    out = torch.matmul(weight.reshape(out_channels, -1), samples)  # B x C_out x N
+    if bias is not None:
+        out = out + bias.view(1, -1, 1)
+    return out.view(batch, out_channels, out_h, out_w)
