@@ -131,7 +131,9 @@ def load_model_weights(
         if shaped:
             problems.append(f"mis-shaped keys: {_abbrev(shaped)}")
         hint = ""
-        if any(s.startswith(tuple(f"{c}." for c in classifier_names)) for s in shaped):
+        if shaped and not (missing or unexpected) and all(
+            s.startswith(tuple(f"{c}." for c in classifier_names)) for s in shaped
+        ):
             hint = " (another class count? drop the classifier to fine-tune)"
         raise CheckpointError(f"{source} does not fit the model: " + "; ".join(problems) + hint)
     model.load_state_dict(state_dict, strict=False)

@@ -9,9 +9,9 @@ import torch.nn as nn
 
 from .checkpoint import extract_state_dict, load_model_weights, read_checkpoint
 from .errors import CheckpointError
-from .models import LIT, checkpoint_filter_fn
+from .models import LIT, MODEL_CONFIGS, checkpoint_filter_fn
 
-__all__ = ["create_model", "load_checkpoint"]
+__all__ = ["create_model", "create_backbone", "load_checkpoint"]
 
 
 def load_checkpoint(
@@ -67,4 +67,40 @@ def create_model(
         load_checkpoint(
             model, checkpoint_path, use_ema=use_ema, drop_mismatched_classifier=drop_mismatched_classifier
         )
+    return model
+
+
+def create_backbone(
+    model_name: str,
+    checkpoint_path: Optional[Union[str, os.PathLike]] = None,
+    feature_norms: Optional[bool] = None,
+    use_ema: bool = False,
+    **kwargs: Any,
+) -> LIT:
+    """A headless LIT for dense prediction, optionally initialised from a classification checkpoint.
+
+    ``model.forward_intermediates(x, intermediates_only=True)`` returns the four stage maps
+    (strides 4, 8, 16, 32; channels ``model.embed_dims``) for any input whose sides are
+    multiples of 32. Following the released dense backbones, LIT-Ti carries no class token
+    and LIT-S/M/B normalise their stage 2-4 outputs (``feature_norms``, freshly initialised:
+    classification checkpoints do not have them). The classifier, class token and the
+    class-token slot of LIT-Ti's last position embedding are not loaded; every other
+    backbone weight must be in the checkpoint.
+    """
+    if model_name not in MODEL_CONFIGS:
+        raise CheckpointError(f"unknown LIT model {model_name!r}; choose from {', '.join(MODEL_CONFIGS)}")
+    if feature_norms is None:
+        feature_norms = MODEL_CONFIGS[model_name].get("pos_embed", "rel") == "rel"
+    model = timm.create_model(model_name, num_classes=0, global_pool="", feature_norms=feature_norms, **kwargs)
+    if checkpoint_path is not None:
+        state_dict = extract_state_dict(read_checkpoint(checkpoint_path), use_ema=use_ema)
+        state_dict = checkpoint_filter_fn(state_dict, model)
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(("head.", "cls_token"))}
+        model_keys = model.state_dict()
+        missing = [k for k in model_keys if k not in state_dict and not k.startswith("feature_norms.")]
+        unexpected = [k for k in state_dict if k not in model_keys]
+        if missing or unexpected:
+            # Report through the common message format.
+            load_model_weights(model, state_dict, source=f"checkpoint {checkpoint_path}")
+        load_model_weights(model, state_dict, source=f"checkpoint {checkpoint_path}", strict=False)
     return model
