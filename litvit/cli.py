@@ -15,7 +15,7 @@ from .errors import LitvitError
 
 # Order is the order shown by ``litvit --help``.
 COMMAND_MODULES = [
-    "litvit.info",
+
 ]
 
 
