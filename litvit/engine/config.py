@@ -77,7 +77,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: Type, excl
         if tp is bool:
             group.add_argument(_option_name(f.name), action=argparse.BooleanOptionalAction, **kwargs)
             continue
-        if origin in (tuple, list):
+        if origin is dict or tp is dict:
+            kwargs["type"] = _yaml_mapping
+            kwargs.setdefault("metavar", "YAML")
+        elif origin in (tuple, list):
             item = [a for a in typing.get_args(tp) if a is not Ellipsis]
             kwargs["type"] = _scalar_parser(item[0] if item else str, optional)
             kwargs["nargs"] = "+"
@@ -87,6 +90,20 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: Type, excl
         if metavar:
             kwargs["metavar"] = metavar
         group.add_argument(_option_name(f.name), **kwargs)
+
+
+def _yaml_mapping(text: str) -> Dict[str, Any]:
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"not a YAML mapping: {text!r}") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"not a YAML mapping: {text!r}")
+    return value
 
 
 def _scalar_parser(tp: Any, optional: bool) -> Callable[[str], Any]:
