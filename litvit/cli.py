@@ -17,6 +17,7 @@ from .errors import LitvitError
 COMMAND_MODULES = [
     "litvit.data.cli",
     "litvit.info",
+    "litvit.detection.cli",
 
 ]
 

@@ -1,0 +1,285 @@
+"""RetinaNet and Mask R-CNN with LIT backbones, built from torchvision's detection framework.
+
+The wiring follows the released LIT detection configs (see the project's reference notes):
+
+- RetinaNet: FPN (256 channels) on the stride 8/16/32 stage maps, P6/P7 computed by strided
+  convolutions from the stride-32 *backbone* map (``LastLevelP6P7(C5, 256)``), anchors with
+  octave base scale 4, 3 scales per octave and ratios 0.5/1/2, sigmoid focal loss
+  (gamma 2, alpha 0.25), L1 box loss; at test time scores > 0.05, NMS 0.5, 100 per image.
+- Mask R-CNN: FPN (256 channels) on all four stage maps plus a max-pooled P6, torchvision's
+  standard RPN / RoI heads (which match the released 1x config).
+
+``num_classes`` is the number of object categories (80 for COCO) for both builders; the
+background class Mask R-CNN needs is added internally. Labels are ``0..K-1`` for RetinaNet
+and ``1..K`` for Mask R-CNN; ``model.label_offset`` says which, so the data and evaluation
+code map COCO category ids the same way for both.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+from torchvision.models.detection import MaskRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
+
+from ..factory import create_backbone
+from ..models import DEFAULT_DROP_PATH, LIT, MODEL_CONFIGS
+
+__all__ = [
+    "LITFPNBackbone",
+    "retinanet_lit",
+    "mask_rcnn_lit",
+    "build_detector",
+    "DETECTORS",
+    "retinanet_anchor_generator",
+]
+
+PathLike = Union[str, os.PathLike]
+
+#: The stride every LIT input side must be a multiple of.
+LIT_STRIDE = 32
+
+
+class LITFPNBackbone(nn.Module):
+    """A LIT trunk followed by a torchvision FPN; ``out_channels`` as torchvision detectors expect.
+
+    Args:
+        body: a headless LIT (``litvit.create_backbone``).
+        in_indices: which stage maps (0..3 = strides 4, 8, 16, 32) feed the FPN.
+        out_channels: FPN width.
+        extra_blocks: torchvision FPN extra block (``LastLevelP6P7``, ``LastLevelMaxPool``).
+        frozen_stages: -1 trains everything; ``n >= 0`` freezes the patch embedding and the
+            first ``n`` stages (each with the token merging that opens it), in eval mode.
+        norm_eval: keep the trunk's BatchNorm layers (inside the DTMs) in eval mode while training.
+    """
+
+    def __init__(
+        self,
+        body: LIT,
+        in_indices: Sequence[int],
+        out_channels: int = 256,
+        extra_blocks: Optional[ExtraFPNBlock] = None,
+        frozen_stages: int = -1,
+        norm_eval: bool = False,
+    ):
+        super().__init__()
+        num_stages = len(body.stages)
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f"frozen_stages must be between -1 and {num_stages}, got {frozen_stages}")
+        # Dense outputs never reach the final norm or the classifier; unused parameters would
+        # also trip DDP's reducer.
+        body.norm = nn.Identity()
+        body.head = nn.Identity()
+        self.body = body
+        self.in_indices = [int(i) for i in in_indices]
+        self.fpn = FeaturePyramidNetwork(
+            [body.embed_dims[i] for i in self.in_indices], out_channels, extra_blocks=extra_blocks
+        )
+        self.out_channels = out_channels
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self._freeze()
+
+    def _frozen_modules(self) -> List[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        return [self.body.patch_embed] + list(self.body.stages[: self.frozen_stages])
+
+    def _freeze(self) -> None:
+        for module in self._frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "LITFPNBackbone":
+        super().train(mode)
+        if mode:
+            for module in self._frozen_modules():
+                module.eval()
+            if self.norm_eval:
+                for module in self.body.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                        module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        maps = self.body.forward_intermediates(x, indices=self.in_indices, intermediates_only=True)
+        return self.fpn(OrderedDict((str(i), m) for i, m in enumerate(maps)))
+
+
+def retinanet_anchor_generator(
+    octave_base_scale: float = 4.0,
+    scales_per_octave: int = 3,
+    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    strides: Sequence[int] = (8, 16, 32, 64, 128),
+) -> AnchorGenerator:
+    """RetinaNet anchors: ``octave_base_scale * stride * 2**(i / scales_per_octave)`` per level."""
+    sizes = tuple(
+        tuple(octave_base_scale * s * 2 ** (i / scales_per_octave) for i in range(scales_per_octave)) for s in strides
+    )
+    return AnchorGenerator(sizes, (tuple(aspect_ratios),) * len(strides))
+
+
+def _lit_body(
+    model_name: str,
+    backbone_checkpoint: Optional[PathLike],
+    backbone_kwargs: Optional[Dict[str, Any]],
+) -> LIT:
+    kwargs = dict(backbone_kwargs or {})
+    if model_name in DEFAULT_DROP_PATH:
+        kwargs.setdefault("drop_path_rate", DEFAULT_DROP_PATH[model_name])
+    return create_backbone(model_name, checkpoint_path=backbone_checkpoint, **kwargs)
+
+
+def _check_transform_kwargs(kwargs: Dict[str, Any]) -> None:
+    divisible = kwargs.get("size_divisible", LIT_STRIDE)
+    if divisible % LIT_STRIDE:
+        raise ValueError(f"size_divisible must be a multiple of {LIT_STRIDE} for LIT backbones, got {divisible}")
+    kwargs["size_divisible"] = divisible
+
+
+def _trim_head_convs(head: RetinaNetHead, num_convs: int) -> None:
+    # torchvision's heads always build four conv+ReLU pairs; smaller demo models use fewer.
+    if not 1 <= num_convs <= 4:
+        raise ValueError(f"head_convs must be between 1 and 4, got {num_convs}")
+    for sub in (head.classification_head, head.regression_head):
+        sub.conv = nn.Sequential(*list(sub.conv.children())[:num_convs])
+
+
+def retinanet_lit(
+    model_name: str = "lit_ti",
+    num_classes: int = 80,
+    backbone_checkpoint: Optional[PathLike] = None,
+    frozen_stages: int = -1,
+    norm_eval: bool = False,
+    fpn_channels: int = 256,
+    head_convs: int = 4,
+    octave_base_scale: float = 4.0,
+    min_size: int = 800,
+    max_size: int = 1333,
+    backbone_kwargs: Optional[Dict[str, Any]] = None,
+    **kwargs: Any,
+) -> RetinaNet:
+    """RetinaNet with a LIT backbone and FPN, configured as the released 1x COCO recipe.
+
+    Args:
+        model_name: ``lit_ti``, ``lit_s``, ``lit_m`` or ``lit_b``.
+        num_classes: number of object categories (no background class; labels ``0..K-1``).
+        backbone_checkpoint: classification checkpoint (litvit's or released) for the backbone.
+        frozen_stages: see :class:`LITFPNBackbone`.
+        norm_eval: keep the DTM BatchNorms in eval mode while training.
+        fpn_channels, head_convs, octave_base_scale: 256, 4 and 4 as released; smaller values
+            suit small images and quick experiments.
+        min_size, max_size: resize range of torchvision's ``GeneralizedRCNNTransform``; the
+            resized batch is padded to a multiple of 32, as LIT requires.
+        backbone_kwargs: extra options for the LIT trunk (``drop_path_rate``, ``embed_dims``, ...).
+        **kwargs: passed to :class:`torchvision.models.detection.RetinaNet`.
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    body = _lit_body(model_name, backbone_checkpoint, backbone_kwargs)
+    backbone = LITFPNBackbone(
+        body,
+        in_indices=(1, 2, 3),
+        out_channels=fpn_channels,
+        extra_blocks=LastLevelP6P7(body.embed_dims[-1], fpn_channels),
+        frozen_stages=frozen_stages,
+        norm_eval=norm_eval,
+    )
+    anchor_generator = retinanet_anchor_generator(octave_base_scale)
+    head = RetinaNetHead(fpn_channels, anchor_generator.num_anchors_per_location()[0], num_classes)
+    if head_convs != 4:
+        _trim_head_convs(head, head_convs)
+    head.regression_head._loss_type = "l1"
+    kwargs.setdefault("score_thresh", 0.05)
+    kwargs.setdefault("nms_thresh", 0.5)
+    kwargs.setdefault("detections_per_img", 100)
+    _check_transform_kwargs(kwargs)
+    model = RetinaNet(
+        backbone,
+        num_classes,
+        min_size=min_size,
+        max_size=max_size,
+        anchor_generator=anchor_generator,
+        head=head,
+        **kwargs,
+    )
+    model.label_offset = 0
+    model.num_object_classes = num_classes
+    return model
+
+
+def mask_rcnn_lit(
+    model_name: str = "lit_ti",
+    num_classes: int = 80,
+    backbone_checkpoint: Optional[PathLike] = None,
+    frozen_stages: int = -1,
+    norm_eval: bool = False,
+    fpn_channels: int = 256,
+    anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512),
+    box_head_dim: int = 1024,
+    mask_head_channels: int = 256,
+    min_size: int = 800,
+    max_size: int = 1333,
+    backbone_kwargs: Optional[Dict[str, Any]] = None,
+    **kwargs: Any,
+) -> MaskRCNN:
+    """Mask R-CNN with a LIT backbone and FPN (all four stages plus max-pooled P6).
+
+    Args:
+        num_classes: number of object categories (the background class is added; labels ``1..K``).
+        anchor_sizes: RPN anchor size per FPN level (one scale, ratios 0.5/1/2), as released.
+        box_head_dim, mask_head_channels: widths of the two-FC box head (1024) and the
+            four-conv mask head (256) as released; smaller values suit quick experiments.
+        Other arguments as :func:`retinanet_lit`; ``**kwargs`` go to
+        :class:`torchvision.models.detection.MaskRCNN`.
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    body = _lit_body(model_name, backbone_checkpoint, backbone_kwargs)
+    backbone = LITFPNBackbone(
+        body,
+        in_indices=(0, 1, 2, 3),
+        out_channels=fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
+        frozen_stages=frozen_stages,
+        norm_eval=norm_eval,
+    )
+    if len(anchor_sizes) != 5:
+        raise ValueError(f"anchor_sizes needs one size per FPN level (5), got {len(anchor_sizes)}")
+    kwargs.setdefault(
+        "rpn_anchor_generator", AnchorGenerator(tuple((float(s),) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * 5)
+    )
+    # Heads built here (with torchvision's default layout) so that their widths can shrink.
+    kwargs.setdefault("box_head", TwoMLPHead(fpn_channels * 7 * 7, box_head_dim))
+    kwargs.setdefault("box_predictor", FastRCNNPredictor(box_head_dim, num_classes + 1))
+    kwargs.setdefault("mask_head", MaskRCNNHeads(fpn_channels, [mask_head_channels] * 4, 1))
+    kwargs.setdefault("mask_predictor", MaskRCNNPredictor(mask_head_channels, mask_head_channels, num_classes + 1))
+    _check_transform_kwargs(kwargs)
+    model = MaskRCNN(backbone, None, min_size=min_size, max_size=max_size, **kwargs)
+    model.label_offset = 1
+    model.num_object_classes = num_classes
+    return model
+
+
+#: Detector builders by architecture name (used by the CLI and checkpoints).
+DETECTORS = {"retinanet": retinanet_lit, "mask_rcnn": mask_rcnn_lit}
+
+
+def build_detector(arch: str, model_name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    """``retinanet_lit`` or ``mask_rcnn_lit`` by name; unknown names raise ``ValueError``."""
+    if arch not in DETECTORS:
+        raise ValueError(f"unknown detector {arch!r}; choose from {', '.join(DETECTORS)}")
+    if model_name not in MODEL_CONFIGS:
+        raise ValueError(f"unknown LIT model {model_name!r}; choose from {', '.join(MODEL_CONFIGS)}")
+    model = DETECTORS[arch](model_name, num_classes, **kwargs)
+    model.arch = arch
+    return model
