@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "litvit.data.cli",
     "litvit.info",
     "litvit.detection.cli",
+    "litvit.viz.cli",
 
 ]
 
