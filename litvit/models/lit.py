@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, resample_abs_pos_embed, trunc_normal_, use_fused_attn
+from timm.layers import DropPath, Mlp, is_exporting, resample_abs_pos_embed, trunc_normal_, use_fused_attn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
@@ -108,7 +108,8 @@ def relative_position_index(height: int, width: int, device: Optional[torch.devi
 def resize_rel_pos_table(table: torch.Tensor, src_grid: Tuple[int, int], dst_grid: Tuple[int, int]) -> torch.Tensor:
     """Resize a ``(2h-1)(2w-1) x heads`` bias table to another grid, bicubically (as the released
     dense backbones do)."""
-    if tuple(src_grid) == tuple(dst_grid):
+    # No size-match early-out while exporting: it would freeze the graph to the example size.
+    if not is_exporting() and tuple(src_grid) == tuple(dst_grid):
         return table
     heads = table.shape[1]
     src_h, src_w = 2 * src_grid[0] - 1, 2 * src_grid[1] - 1
@@ -158,7 +159,7 @@ class Attention(nn.Module):
             return None
         if grid[0] * grid[1] != num_tokens:
             raise ValueError(f"relative position bias needs {grid[0]}x{grid[1]} grid tokens, got {num_tokens}")
-        if tuple(grid) == self.rel_pos_grid:
+        if not is_exporting() and tuple(grid) == self.rel_pos_grid:
             table, index = self.relative_position_bias_table, self.relative_position_index
         else:
             table = resize_rel_pos_table(self.relative_position_bias_table, self.rel_pos_grid, grid)
@@ -276,7 +277,8 @@ class LITStage(nn.Module):
         )
 
     def resized_pos_embed(self, grid: Tuple[int, int]) -> torch.Tensor:
-        if tuple(grid) == self.grid:
+        # Exported graphs always resize (an identity at the training size) so the image size stays dynamic.
+        if not is_exporting() and tuple(grid) == self.grid:
             return self.pos_embed
         # The released dense backbones resize the embedding bilinearly, without antialiasing.
         return resample_abs_pos_embed(

@@ -70,8 +70,16 @@ def deform_sample2x2(x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     compute_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     loc = sampling_locations2x2(offset.to(compute_dtype))  # B x 4 x Ho x Wo x 2 (row, col)
     # grid_sample wants (x, y) in [-1, 1] with align_corners=True mapping -1 / +1 to the
-    # centres of the first / last pixel; max(., 1) keeps 1-pixel-wide maps finite.
-    scale = loc.new_tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)])
+    # centres of the first / last pixel; clamp(min=1) keeps 1-pixel-wide maps finite. The
+    # scale is built from tensors, not Python floats, so torch.export / ONNX graphs keep the
+    # image size symbolic instead of freezing the example input's.
+    extent = torch.stack(
+        [
+            torch.scalar_tensor(width - 1, dtype=loc.dtype, device=loc.device),
+            torch.scalar_tensor(height - 1, dtype=loc.dtype, device=loc.device),
+        ]
+    )
+    scale = 2.0 / extent.clamp(min=1)
     grid = (loc.flip(-1) * scale - 1.0).reshape(batch, 4, out_h * out_w, 2)
     with torch.autocast(device_type=x.device.type, enabled=False):
         samples = F.grid_sample(
