@@ -56,7 +56,8 @@ def extract_state_dict(checkpoint: Any, use_ema: bool = False) -> Dict[str, torc
     ``{'state_dict': ...}``, or litvit's training checkpoint (``model`` / ``model_ema``)."""
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"checkpoint holds a {type(checkpoint).__name__}, not a state dict")
-    keys = ("model_ema", "state_dict_ema", "model", "state_dict") if use_ema else ("model", "state_dict")
+    # Asking for EMA weights must never silently hand back the raw weights instead.
+    keys = ("model_ema", "state_dict_ema") if use_ema else ("model", "state_dict")
     for key in keys:
         if isinstance(checkpoint.get(key), Mapping):
             state_dict = checkpoint[key]
