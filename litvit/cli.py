@@ -15,6 +15,7 @@ from .errors import LitvitError
 
 # Order is the order shown by ``litvit --help``.
 COMMAND_MODULES = [
+    "litvit.benchmark_cli",
     "litvit.data.cli",
     "litvit.info",
     "litvit.detection.cli",

@@ -1,0 +1,710 @@
+"""Side-by-side speed, memory and FLOP measurements of litvit and timm models.
+
+Written after timm's ``benchmark.py`` (which is not part of the timm package), with two
+differences that matter on small shared machines:
+
+* models are measured **interleaved**: every timed repeat visits every model (and the
+  plain matrix-multiply probe) in turn, so a burst of load from another process slows
+  all of them alike and the ratios between them stay meaningful;
+* peak memory is measured in a **fresh subprocess** per model and mode, so it is that
+  model's own peak: the CUDA caching allocator's ``max_memory_allocated`` on GPU, the
+  process's peak resident set size (``ru_maxrss``) on CPU. The CPU figure includes the
+  interpreter, torch and the model weights; ``mem_base_mb`` is the same process's RSS
+  after its imports, so ``peak_mem_mb - mem_base_mb`` is what the model added.
+
+How a model is run is a *runtime* (:data:`RUNTIMES`): ``eager`` and ``compile``
+(``torch.compile``) are built in; :func:`register_runtime` adds others (an ONNX Runtime
+session, say) without touching the measuring code.
+
+FLOPs are counted with :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls,
+convolutions and attention; elementwise ops are free), per image, for a forward pass
+(inference) or a forward and backward pass (training). ``GMACs`` is half the forward
+FLOP count, the convention of the LIT paper and of timm's tables.
+"""
+from __future__ import annotations
+
+import csv
+import ctypes
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from .errors import LitvitError
+
+__all__ = [
+    "BenchmarkConfig",
+    "Runtime",
+    "RUNTIMES",
+    "register_runtime",
+    "run_benchmark",
+    "measure_matmul_peak",
+    "count_flops",
+    "format_table",
+    "write_json",
+    "write_csv",
+    "plot_sweep",
+    "tune_cpu_malloc",
+    "RESULT_FIELDS",
+]
+
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MODES = ("inference", "train")
+
+# Columns of the CSV file and keys of every JSON result, in this order.
+RESULT_FIELDS = [
+    "model",
+    "mode",
+    "img_size",
+    "batch_size",
+    "precision",
+    "channels_last",
+    "runtime",
+    "device",
+    "status",
+    "step_ms",
+    "step_ms_min",
+    "step_ms_max",
+    "spread_pct",
+    "img_per_s",
+    "repeats",
+    "steps_per_repeat",
+    "gmacs",
+    "gflops_per_img",
+    "achieved_gflops",
+    "peak_fraction",
+    "peak_mem_mb",
+    "mem_base_mb",
+    "params_m",
+    "error",
+]
+
+
+# ----------------------------------------------------------------------------- config
+@dataclass
+class BenchmarkConfig:
+    """What to measure. Batch sizes and image sizes apply to every model."""
+
+    models: List[str]
+    modes: Sequence[str] = MODES
+    batch_size: int = 32
+    train_batch_size: int = 16
+    img_sizes: Sequence[int] = (224,)
+    precision: str = "float32"
+    channels_last: bool = False
+    runtime: str = "eager"
+    compile_mode: Optional[str] = None
+    fullgraph: bool = False
+    device: str = "cpu"
+    warmup: int = 1
+    repeats: int = 5
+    steps: int = 1
+    num_classes: int = 1000
+    matmul_peak: bool = False
+    matmul_size: Optional[int] = None
+    memory: bool = True
+    threads: Optional[int] = None
+    tune_malloc: bool = True
+    seed: int = 0
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not self.models:
+            raise LitvitError("benchmark: give at least one model name")
+        for mode in self.modes:
+            if mode not in MODES:
+                raise LitvitError(f"benchmark: unknown mode {mode!r} (choose from {', '.join(MODES)})")
+        if self.precision not in PRECISIONS:
+            raise LitvitError(f"benchmark: unknown precision {self.precision!r} (choose from {', '.join(PRECISIONS)})")
+        if self.runtime not in RUNTIMES:
+            raise LitvitError(f"benchmark: unknown runtime {self.runtime!r} (choose from {', '.join(RUNTIMES)})")
+        for name, value in (("batch size", self.batch_size), ("train batch size", self.train_batch_size),
+                            ("repeats", self.repeats), ("steps", self.steps)):
+            if value < 1:
+                raise LitvitError(f"benchmark: {name} must be at least 1, got {value}")
+        if self.warmup < 0:
+            raise LitvitError(f"benchmark: warm-up must be 0 or more, got {self.warmup}")
+        for size in self.img_sizes:
+            if size < 1:
+                raise LitvitError(f"benchmark: image size must be positive, got {size}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise LitvitError(f"benchmark: device {self.device!r} requested but CUDA is not available")
+        if self.precision == "float16" and not self.device.startswith("cuda"):
+            raise LitvitError("benchmark: float16 autocast needs CUDA; use bfloat16 on CPU")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- runtimes
+@dataclass(frozen=True)
+class Runtime:
+    """How a model is executed.
+
+    ``prepare(model, example, config, mode)`` returns the callable that maps an input
+    batch to outputs; the model is already on the device, in the memory format and
+    train/eval state of ``mode``. Runtimes that cannot train (exported graphs) set
+    ``supports_training=False`` and are skipped for training.
+    """
+
+    name: str
+    prepare: Callable[[nn.Module, torch.Tensor, BenchmarkConfig, str], Callable[[torch.Tensor], Any]]
+    supports_training: bool = True
+    description: str = ""
+
+
+RUNTIMES: Dict[str, Runtime] = {}
+
+
+def register_runtime(
+    name: str, *, supports_training: bool = True, description: str = ""
+) -> Callable[[Callable[..., Callable[[torch.Tensor], Any]]], Callable[..., Callable[[torch.Tensor], Any]]]:
+    """Decorator: register ``prepare(model, example, config, mode)`` as runtime ``name``."""
+
+    def decorator(prepare: Callable[..., Callable[[torch.Tensor], Any]]) -> Callable[..., Callable[[torch.Tensor], Any]]:
+        RUNTIMES[name] = Runtime(name, prepare, supports_training, description)
+        return prepare
+
+    return decorator
+
+
+@register_runtime("eager", description="plain PyTorch eager execution")
+def _prepare_eager(model: nn.Module, example: torch.Tensor, config: BenchmarkConfig, mode: str):
+    return model
+
+
+@register_runtime("compile", description="torch.compile (Inductor); --compile-mode, --fullgraph")
+def _prepare_compiled(model: nn.Module, example: torch.Tensor, config: BenchmarkConfig, mode: str):
+    return torch.compile(model, mode=config.compile_mode, fullgraph=config.fullgraph)
+
+
+# ----------------------------------------------------------------------------- helpers
+def tune_cpu_malloc() -> bool:
+    """Keep freed memory in the process instead of returning it to the kernel (glibc only).
+
+    glibc serves every allocation above 32 MB with a fresh ``mmap`` and unmaps it on
+    free, so each large activation is page-faulted in (and zeroed by the kernel) on
+    every forward pass. On CPU this doubled the time of LIT's elementwise ops (see the
+    speed notes). Disabling ``mmap`` for malloc and raising the trim threshold makes
+    the heap reuse those pages, which is what jemalloc/tcmalloc do by default. It is a
+    process-wide setting: peak RSS then stays at its high-water mark. Returns whether
+    it could be applied.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4
+        ok = libc.mallopt(m_mmap_max, 0) == 1
+        ok = libc.mallopt(m_trim_threshold, 1 << 30) == 1 and ok
+        return bool(ok)
+    except (OSError, AttributeError):
+        return False
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "float32":
+        return torch.autocast(device_type=device.type, enabled=False)
+    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+
+
+def _lit_names() -> List[str]:
+    from .models import LIT_MODELS
+
+    return list(LIT_MODELS)
+
+
+def create_bench_model(name: str, img_size: int, config: BenchmarkConfig) -> nn.Module:
+    """An untrained model (never downloads weights) built for ``img_size`` where the
+    architecture takes the size as an argument (LIT, Swin, ViT); otherwise as is."""
+    import timm
+
+    from . import models  # noqa: F401  (registers LIT with timm)
+
+    if not timm.is_model(name):
+        raise LitvitError(f"benchmark: unknown model {name!r} (not a litvit or timm model name)")
+    kwargs = dict(pretrained=False, num_classes=config.num_classes, **config.model_kwargs)
+    try:
+        return timm.create_model(name, img_size=img_size, **kwargs)
+    except TypeError as err:
+        if "img_size" not in str(err):
+            raise
+        return timm.create_model(name, **kwargs)
+
+
+def count_flops(model: nn.Module, example: torch.Tensor, train: bool = False) -> float:
+    """FLOPs of one forward (or forward and backward) pass over ``example``, per image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.train(train)
+    try:
+        counter = FlopCounterMode(display=False)
+        if train:
+            with counter:
+                out = model(example)
+                out.float().sum().backward()
+            model.zero_grad(set_to_none=True)
+        else:
+            with torch.no_grad(), counter:
+                model(example)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / example.shape[0]
+
+
+def measure_matmul_peak(
+    device: torch.device, precision: str = "float32", size: Optional[int] = None, repeats: int = 5
+) -> float:
+    """Best plain ``size x size`` matrix-multiply throughput (GFLOP/s) in ``precision``."""
+    dtype = PRECISIONS[precision]
+    size = size or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    inner = 10 if device.type == "cuda" else 2
+    best = math.inf
+    for i in range(repeats + 1):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(inner):
+            torch.mm(a, b)
+        _sync(device)
+        if i:  # the first round warms up the BLAS library
+            best = min(best, (time.perf_counter() - start) / inner)
+    return 2 * size**3 / best / 1e9
+
+
+class _MatmulProbe:
+    """One matmul timing per benchmark round, so the peak sees the same load as the models."""
+
+    def __init__(self, device: torch.device, precision: str, size: Optional[int]):
+        self.device, self.precision, self.size = device, precision, size
+        self.values: List[float] = []
+
+    def __call__(self) -> None:
+        self.values.append(measure_matmul_peak(self.device, self.precision, self.size, repeats=2))
+
+    @property
+    def gflops(self) -> Optional[float]:
+        return statistics.median(self.values) if self.values else None
+
+
+def _build_step(
+    model: nn.Module, name: str, mode: str, img_size: int, config: BenchmarkConfig, device: torch.device
+) -> Tuple[Callable[[], None], float, float]:
+    """A no-argument callable running one step; FLOPs per image of that step and of a forward pass."""
+    batch = config.batch_size if mode == "inference" else config.train_batch_size
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format)
+    in_chans = getattr(model, "in_chans", None) or 3
+    generator = torch.Generator().manual_seed(config.seed)
+    x = torch.randn(batch, in_chans, img_size, img_size, generator=generator)
+    x = x.to(device=device, memory_format=memory_format)
+    flop_example = x[: min(2, batch)]
+    with _autocast(device, config.precision):
+        forward_flops = count_flops(model, flop_example, train=False)
+        flops = count_flops(model, flop_example, train=True) if mode == "train" else forward_flops
+    runtime = RUNTIMES[config.runtime]
+    if mode == "inference":
+        model.eval()
+        runner = runtime.prepare(model, x, config, mode)
+
+        def step() -> None:
+            with torch.inference_mode(), _autocast(device, config.precision):
+                runner(x)
+
+        return step, flops, forward_flops
+
+    if not runtime.supports_training:
+        raise _Skip(f"runtime {config.runtime!r} cannot train")
+    model.train()
+    runner = runtime.prepare(model, x, config, mode)
+    target = torch.randint(0, max(config.num_classes, 1), (batch,), generator=generator).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "float16")
+    loss_fn = nn.CrossEntropyLoss()
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(device, config.precision):
+            out = runner(x)
+            loss = loss_fn(out.float(), target) if config.num_classes > 0 else out.float().mean()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return train_step, flops, forward_flops
+
+
+class _Skip(Exception):
+    pass
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def _setup_process(config: BenchmarkConfig) -> torch.device:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.tune_malloc and not config.device.startswith("cuda"):
+        tune_cpu_malloc()
+    torch.manual_seed(config.seed)
+    return torch.device(config.device)
+
+
+# ----------------------------------------------------------------------------- memory worker
+def _current_rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return _max_rss_mb()
+
+
+def _max_rss_mb() -> float:
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
+def _memory_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Runs in a fresh process: build one model, run warm-up and two steps, report the peak."""
+    config = BenchmarkConfig(**spec["config"])
+    device = _setup_process(config)
+    base = _current_rss_mb() if device.type == "cpu" else 0.0
+    model = create_bench_model(spec["model"], spec["img_size"], config)
+    step, _, _ = _build_step(model, spec["model"], spec["mode"], spec["img_size"], config, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(max(config.warmup, 1) + 2):
+        step()
+    _sync(device)
+    if device.type == "cuda":
+        return {"peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20, "mem_base_mb": 0.0}
+    return {"peak_mem_mb": _max_rss_mb(), "mem_base_mb": base}
+
+
+def measure_peak_memory(name: str, mode: str, img_size: int, config: BenchmarkConfig) -> Dict[str, Any]:
+    """Peak memory of one model and mode, measured in a fresh Python process."""
+    spec = {"model": name, "mode": mode, "img_size": img_size, "config": config.to_dict()}
+    proc = subprocess.run(
+        [sys.executable, "-m", "litvit.benchmark", "--memory-worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"memory worker failed: {tail}"}
+    return json.loads(lines[-1])
+
+
+# ----------------------------------------------------------------------------- main loop
+def _new_result(name: str, mode: str, img_size: int, config: BenchmarkConfig) -> Dict[str, Any]:
+    result: Dict[str, Any] = {key: None for key in RESULT_FIELDS}
+    result.update(
+        model=name,
+        mode=mode,
+        img_size=img_size,
+        batch_size=config.batch_size if mode == "inference" else config.train_batch_size,
+        precision=config.precision,
+        channels_last=config.channels_last,
+        runtime=config.runtime,
+        device=config.device,
+        status="ok",
+        steps_per_repeat=config.steps,
+    )
+    return result
+
+
+def _log(message: str, log: Optional[Callable[[str], None]]) -> None:
+    if log is not None:
+        log(message)
+
+
+def run_benchmark(config: BenchmarkConfig, log: Optional[Callable[[str], None]] = print) -> Dict[str, Any]:
+    """Measure every model x mode x image size of ``config``. Returns ``{"meta", "results"}``."""
+    config.validate()
+    device = _setup_process(config)
+    probe = _MatmulProbe(device, config.precision, config.matmul_size) if config.matmul_peak else None
+    results: List[Dict[str, Any]] = []
+    for img_size in config.img_sizes:
+        for mode in config.modes:
+            results.extend(_run_group(config, device, mode, img_size, probe, log))
+    peak = probe.gflops if probe else None
+    for result in results:
+        if peak and result["achieved_gflops"] is not None:
+            result["peak_fraction"] = result["achieved_gflops"] / peak
+    return {"meta": _meta(config, peak, probe.values if probe else []), "results": results}
+
+
+def _run_group(
+    config: BenchmarkConfig,
+    device: torch.device,
+    mode: str,
+    img_size: int,
+    probe: Optional[_MatmulProbe],
+    log: Optional[Callable[[str], None]],
+) -> List[Dict[str, Any]]:
+    entries = []
+    for name in config.models:
+        result = _new_result(name, mode, img_size, config)
+        entries.append(result)
+        try:
+            model = create_bench_model(name, img_size, config)
+            result["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
+            step, flops, forward_flops = _build_step(model, name, mode, img_size, config, device)
+            result["gflops_per_img"] = flops / 1e9
+            result["gmacs"] = forward_flops / 2e9
+            _log(f"[{mode} {img_size}px] {name}: warm-up ({config.warmup} steps)", log)
+            for _ in range(config.warmup):
+                step()
+            _sync(device)
+            result["_step"], result["_times"] = step, []
+        except LitvitError:
+            raise
+        except _Skip as err:
+            result.update(status="skipped", error=str(err))
+        except Exception as err:  # noqa: BLE001  (one failing model must not end the run)
+            result.update(status="oom" if _is_oom(err) else "error", error=f"{type(err).__name__}: {err}".splitlines()[0])
+            _log(f"[{mode} {img_size}px] {name}: {result['status']}: {result['error']}", log)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    live = [r for r in entries if "_step" in r]
+    for repeat in range(config.repeats):
+        if probe is not None:
+            probe()
+        for result in live:
+            if result["status"] != "ok":
+                continue
+            try:
+                _sync(device)
+                start = time.perf_counter()
+                for _ in range(config.steps):
+                    result["_step"]()
+                _sync(device)
+                result["_times"].append((time.perf_counter() - start) / config.steps)
+            except Exception as err:  # noqa: BLE001
+                result.update(status="oom" if _is_oom(err) else "error", error=f"{type(err).__name__}: {err}".splitlines()[0])
+        times = ", ".join(f"{r['model']} {1e3 * r['_times'][-1]:.0f} ms" for r in live if r["status"] == "ok" and r["_times"])
+        _log(f"[{mode} {img_size}px] repeat {repeat + 1}/{config.repeats}: {times}", log)
+
+    for result in entries:
+        result.pop("_step", None)
+        times = result.pop("_times", None)
+        if result["status"] == "ok" and times:
+            median = statistics.median(times)
+            result.update(
+                step_ms=1e3 * median,
+                step_ms_min=1e3 * min(times),
+                step_ms_max=1e3 * max(times),
+                spread_pct=100 * (max(times) - min(times)) / median,
+                img_per_s=result["batch_size"] / median,
+                repeats=len(times),
+            )
+            if result["gflops_per_img"] is not None:
+                result["achieved_gflops"] = result["gflops_per_img"] * result["img_per_s"]
+    if config.memory:
+        for result in entries:
+            if result["status"] != "ok":
+                continue
+            _log(f"[{mode} {img_size}px] {result['model']}: peak memory (fresh process)", log)
+            memory = measure_peak_memory(result["model"], mode, img_size, config)
+            if "error" in memory:
+                result["error"] = memory["error"]
+            else:
+                result.update(peak_mem_mb=memory["peak_mem_mb"], mem_base_mb=memory["mem_base_mb"])
+    return entries
+
+
+def _meta(config: BenchmarkConfig, peak: Optional[float], peak_samples: List[float]) -> Dict[str, Any]:
+    import timm
+
+    from . import __version__
+
+    device = torch.device(config.device)
+    if device.type == "cuda":
+        device_name = torch.cuda.get_device_name(device)
+    else:
+        device_name = _cpu_name()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "device_name": device_name,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "litvit": __version__,
+        "python": platform.python_version(),
+        "matmul_peak_gflops": peak,
+        "matmul_peak_samples": peak_samples,
+        "config": config.to_dict(),
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# ----------------------------------------------------------------------------- output
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(report: Dict[str, Any]) -> str:
+    """The results as a fixed-width text table, plus the matmul peak if measured."""
+    header = ["model", "mode", "img", "batch", "step ms", "spread", "img/s", "GMACs", "GFLOP/s", "%peak", "peak MB", "status"]
+    rows = []
+    for r in report["results"]:
+        rows.append(
+            [
+                r["model"],
+                r["mode"],
+                str(r["img_size"]),
+                str(r["batch_size"]),
+                _fmt(r["step_ms"], ".1f"),
+                "-" if r["spread_pct"] is None else f"{r['spread_pct']:.0f}%",
+                _fmt(r["img_per_s"], ".2f"),
+                _fmt(r["gmacs"], ".2f"),
+                _fmt(r["achieved_gflops"], ".1f"),
+                "-" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.0f}%",
+                _fmt(r["peak_mem_mb"], ".0f"),
+                r["status"],
+            ]
+        )
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    meta = report["meta"]
+    config = meta["config"]
+    lines.append(
+        f"device: {meta['device_name']} ({config['device']}, {meta['threads']} threads); precision {config['precision']}; "
+        f"runtime {config['runtime']}; channels-last {'on' if config['channels_last'] else 'off'}; "
+        f"{config['repeats']} repeats x {config['steps']} steps after {config['warmup']} warm-up"
+    )
+    if meta.get("matmul_peak_gflops"):
+        lines.append(f"matmul peak: {meta['matmul_peak_gflops']:.1f} GFLOP/s (median of {len(meta['matmul_peak_samples'])} interleaved probes)")
+    for r in report["results"]:
+        if r["error"]:
+            lines.append(f"note: {r['model']} {r['mode']} {r['img_size']}px: {r['error']}")
+    return "\n".join(lines)
+
+
+def format_ratios(report: Dict[str, Any], pairs: Iterable[Tuple[str, str]]) -> str:
+    """``a / b`` images-per-second ratios for each (a, b) pair, per mode and image size."""
+    index = {(r["model"], r["mode"], r["img_size"]): r for r in report["results"]}
+    lines = []
+    for a, b in pairs:
+        for (model, mode, size), ra in index.items():
+            if model != a:
+                continue
+            rb = index.get((b, mode, size))
+            if rb and ra["img_per_s"] and rb["img_per_s"]:
+                lines.append(f"{a} / {b} ({mode}, {size}px): {ra['img_per_s'] / rb['img_per_s']:.2f}x images/s")
+    return "\n".join(lines)
+
+
+def _atomic_text(path: str, write: Callable[[Any], None]) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", newline="") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(report: Dict[str, Any], path: str) -> None:
+    _atomic_text(path, lambda f: json.dump(report, f, indent=2))
+
+
+def write_csv(report: Dict[str, Any], path: str) -> None:
+    def write(f: Any) -> None:
+        writer = csv.DictWriter(f, fieldnames=RESULT_FIELDS)
+        writer.writeheader()
+        for r in report["results"]:
+            writer.writerow({k: r[k] for k in RESULT_FIELDS})
+
+    _atomic_text(path, write)
+
+
+def plot_sweep(report: Dict[str, Any], path: str) -> None:
+    """Step time per image and peak memory against image size, one line per model and mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(11, 4.2))
+    series: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    for r in report["results"]:
+        series.setdefault((r["model"], r["mode"]), []).append(r)
+    for (model, mode), rows in series.items():
+        rows = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["img_size"])
+        if not rows:
+            continue
+        style = "-o" if mode == "inference" else "--s"
+        sizes = [r["img_size"] for r in rows]
+        ax_time.plot(sizes, [r["step_ms"] / r["batch_size"] for r in rows], style, label=f"{model} ({mode})")
+        mem = [(r["img_size"], r["peak_mem_mb"]) for r in rows if r["peak_mem_mb"] is not None]
+        if mem:
+            ax_mem.plot(*zip(*mem), style, label=f"{model} ({mode})")
+    config = report["meta"]["config"]
+    ax_time.set(xlabel="image side (px)", ylabel="ms per image", yscale="log", title="time per image")
+    mem_kind = "CUDA allocator peak" if config["device"].startswith("cuda") else "peak RSS of a fresh process"
+    ax_mem.set(xlabel="image side (px)", ylabel="MB", yscale="log", title=f"peak memory ({mem_kind})")
+    for ax in (ax_time, ax_mem):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{report['meta']['device_name']}, {config['precision']}, runtime {config['runtime']}", fontsize=9)
+    fig.tight_layout()
+    tmp = f"{path}.tmp{os.getpid()}.png"
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+if __name__ == "__main__":
+    # Internal entry point of the fresh process that measures peak memory.
+    if len(sys.argv) == 3 and sys.argv[1] == "--memory-worker":
+        print(json.dumps(_memory_worker(json.loads(sys.argv[2]))))
+        sys.exit(0)
+    sys.exit("usage: litvit benchmark ... (this module's own entry point is internal)")
