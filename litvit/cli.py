@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "litvit.info",
     "litvit.detection.cli",
     "litvit.viz.cli",
+    "litvit.export",
 
 ]
 

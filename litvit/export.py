@@ -1,0 +1,582 @@
+"""Deployment: ONNX files checked with ONNX Runtime, and ``torch.export`` programs.
+
+Two formats, both with a dynamic batch dimension:
+
+* ``onnx`` -- by default through PyTorch's ``torch.export``-based ONNX exporter at opset 18,
+  the lowest opset that exporter emits. Height and width are dynamic too (any multiple
+  of 32): while exporting, the position tables are always resized to the input's grid
+  (an identity at the training size) and the DTM sampling scale is computed from the
+  input's shape, so nothing is frozen to the example input. Opsets 16 and 17 (for older
+  runtimes) go through the TorchScript exporter, whose trace freezes the image size; 16
+  is the floor because DTM sampling needs ``GridSample``, which first appears there.
+  Every ONNX file is checked with ``onnx.checker`` and run in ONNX Runtime on CPU against
+  PyTorch for several batch sizes (and image sizes, where dynamic) before it is moved
+  into place.
+* ``exported-program`` -- a ``torch.export`` program saved with :func:`torch.export.save`
+  (``.pt2``); load it with :func:`torch.export.load` and call ``.module()``.
+
+The exported graphs take the normalised ``B x 3 x H x W`` float32 batch the model takes;
+resizing and mean/std normalisation stay outside (the values are stored in the ONNX
+file's metadata).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import importlib
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from .errors import LitvitError, MissingExtraError
+
+PathLike = Union[str, os.PathLike]
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "DEFAULT_OPSET",
+    "MIN_OPSET",
+    "ExportError",
+    "ExportResult",
+    "require_onnx",
+    "export_program",
+    "export_onnx",
+    "verify_onnx",
+    "verify_program",
+    "export_model",
+    "build_export_model",
+    "add_parser",
+]
+
+EXPORT_FORMATS = ("onnx", "exported-program")
+# torch's dynamo ONNX exporter has no implementations below opset 18 (a lower request is
+# silently kept at 18), so 18 is the lowest opset with a dynamic image size.
+DEFAULT_OPSET = 18
+# GridSample, which DTM sampling becomes, first appears in opset 16.
+MIN_OPSET = 16
+DEFAULT_ATOL = 1e-4
+DEFAULT_BATCH_SIZES = (1, 2, 4)
+_EXAMPLE_BATCH = 2  # torch.export specialises dimensions whose example size is 0 or 1
+
+
+class ExportError(LitvitError):
+    """An export cannot be made, or the exported graph does not reproduce the model."""
+
+
+def require_onnx(need_exporter: bool = True) -> None:
+    """Raise :class:`MissingExtraError` (one line) unless the ``litvit[export]`` packages import."""
+    modules = ["onnx", "onnxruntime"] + (["onnxscript"] if need_exporter else [])
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise MissingExtraError(
+            f"ONNX export needs {', '.join(missing)} (not installed); install the extra: pip install 'litvit[export]'"
+        )
+
+
+@contextlib.contextmanager
+def _export_mode(model: Any) -> Iterator[Any]:
+    """Eval mode with the explicit attention path, restored afterwards.
+
+    Fused ``scaled_dot_product_attention`` computes the same values, but its decomposition
+    under symbolic shapes yields a layout the following reshape cannot view, and ONNX
+    below opset 23 has no attention operator anyway.
+    """
+    was_training = model.training
+    fused = [(m, m.fused_attn) for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
+    model.eval()
+    for m, _ in fused:
+        m.fused_attn = False
+    try:
+        yield model
+    finally:
+        for m, value in fused:
+            m.fused_attn = value
+        model.train(was_training)
+
+
+def _size_divisor(model: Any) -> int:
+    for attr in ("size_divisor", "stride"):
+        value = getattr(model, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 32
+
+
+def _output_list(out: Any) -> List[Any]:
+    import torch.utils._pytree as pytree
+
+    return [t for t in pytree.tree_leaves(out)]
+
+
+def export_program(
+    model: Any,
+    example: Any,
+    dynamic_batch: bool = True,
+    dynamic_size: bool = True,
+    size_divisor: Optional[int] = None,
+) -> Any:
+    """``torch.export.export`` a tensor-to-tensor(s) model with dynamic batch / image size.
+
+    ``example`` is a ``B x C x H x W`` tensor with ``B >= 2`` (``torch.export`` fixes
+    dimensions whose example size is 1). Height and width are exported as multiples of
+    ``size_divisor`` (the model's ``size_divisor`` or ``stride``, else 32).
+    """
+    import torch
+    from torch.export import Dim
+
+    if example.ndim != 4:
+        raise ExportError(f"the example input must be B x C x H x W, got shape {tuple(example.shape)}")
+    if dynamic_batch and example.shape[0] < 2:
+        raise ExportError("a dynamic batch needs an example batch of at least 2")
+    divisor = size_divisor or _size_divisor(model)
+    spec: Dict[int, Any] = {}
+    if dynamic_batch:
+        spec[0] = Dim("batch", min=1, max=4096)
+    if dynamic_size:
+        height, width = example.shape[-2:]
+        if height % divisor or width % divisor:
+            raise ExportError(f"example image {height}x{width} is not a multiple of {divisor}")
+        spec[2] = divisor * Dim("height_blocks", min=1, max=8192 // divisor)
+        spec[3] = divisor * Dim("width_blocks", min=1, max=8192 // divisor)
+    with _export_mode(model), torch.no_grad():
+        return torch.export.export(model, (example,), dynamic_shapes=({**spec},) if spec else None, strict=False)
+
+
+def _tmp_beside(path: Path, suffix: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _set_metadata(path: Path, metadata: Dict[str, str]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, **metadata})
+    onnx.save(model, str(path))
+
+
+def export_onnx(
+    model: Any,
+    path: PathLike,
+    example: Any,
+    opset: int = DEFAULT_OPSET,
+    input_names: Sequence[str] = ("image",),
+    output_names: Sequence[str] = ("logits",),
+    metadata: Optional[Dict[str, str]] = None,
+    program: Any = None,
+) -> Tuple[Path, bool]:
+    """Write ``model`` as ONNX to ``path`` (not verified; see :func:`verify_onnx`).
+
+    Opset >= 18 uses the ``torch.export``-based exporter (dynamic batch, height and width;
+    ``program`` may pass an already exported :func:`export_program` result); opsets 16-17
+    the TorchScript exporter (dynamic batch, image size fixed to the example's).
+    Returns the path and whether the image size is dynamic.
+    """
+    require_onnx(need_exporter=opset >= DEFAULT_OPSET)
+    import torch
+
+    if opset < MIN_OPSET:
+        raise ExportError(
+            f"opset {opset} is too old: DTM sampling needs GridSample (opset {MIN_OPSET} or newer)"
+        )
+    path = Path(path)
+    dynamic_size = opset >= DEFAULT_OPSET
+    with warnings.catch_warnings():
+        # Tracer and deprecation chatter is about the exporters, not the user's model.
+        warnings.simplefilter("ignore")
+        if dynamic_size:
+            if program is None:
+                program = export_program(model, example)
+            onnx_program = torch.onnx.export(
+                program,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                optimize=True,
+                verbose=False,
+            )
+            tmp = _tmp_beside(path, ".onnx")
+            try:
+                onnx_program.save(str(tmp), external_data=False)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        else:
+            axes = {name: {0: "batch"} for name in list(input_names) + list(output_names)}
+            tmp = _tmp_beside(path, ".onnx")
+            try:
+                with _export_mode(model), torch.no_grad():
+                    torch.onnx.export(
+                        model,
+                        (example,),
+                        str(tmp),
+                        dynamo=False,
+                        opset_version=opset,
+                        input_names=list(input_names),
+                        output_names=list(output_names),
+                        dynamic_axes=axes,
+                    )
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+    try:
+        meta = {"litvit.dynamic_image_size": str(dynamic_size).lower()}
+        if not dynamic_size:
+            meta["litvit.image_size"] = "x".join(str(s) for s in example.shape[-2:])
+        _set_metadata(tmp, {**meta, **(metadata or {})})
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path, dynamic_size
+
+
+def _max_abs_diff(outputs: Sequence[Any], references: Sequence[Any]) -> float:
+    import numpy as np
+
+    if len(outputs) != len(references):
+        raise ExportError(f"the export returns {len(outputs)} outputs, the model {len(references)}")
+    worst = 0.0
+    for got, want in zip(outputs, references):
+        want = want.detach().cpu().numpy()
+        got = np.asarray(got)
+        if got.shape != want.shape:
+            raise ExportError(f"exported output shape {got.shape} differs from the model's {want.shape}")
+        if want.size:
+            worst = max(worst, float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max()))
+    return worst
+
+
+def _check_inputs(
+    example: Any, batch_sizes: Sequence[int], image_sizes: Sequence[Tuple[int, int]], seed: int = 0
+) -> Iterator[Tuple[Tuple[int, ...], Any]]:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    channels = example.shape[1]
+    for height, width in image_sizes:
+        for batch in batch_sizes:
+            shape = (batch, channels, height, width)
+            yield shape, torch.randn(shape, generator=gen, dtype=example.dtype)
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_model` wrote and measured."""
+
+    path: Path
+    format: str
+    opset: Optional[int]
+    dynamic_batch: bool
+    dynamic_size: bool
+    checks: List[Dict[str, Any]] = field(default_factory=list)  # shape + max_abs_diff per input
+    atol: Optional[float] = None
+
+    @property
+    def max_abs_diff(self) -> Optional[float]:
+        return max((c["max_abs_diff"] for c in self.checks), default=None)
+
+
+def verify_onnx(
+    path: PathLike,
+    model: Any,
+    example: Any,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+) -> List[Dict[str, Any]]:
+    """``onnx.checker`` plus ONNX Runtime (CPU) against ``model`` for every batch and image size.
+
+    Returns one ``{"shape", "max_abs_diff"}`` entry per input. Image sizes default to the
+    example's.
+    """
+    require_onnx(need_exporter=False)
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as err:
+        raise ExportError(f"{path} fails onnx.checker: {str(err).splitlines()[0]}") from None
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    image_sizes = image_sizes or [tuple(example.shape[-2:])]
+    checks = []
+    with _export_mode(model), torch.no_grad():
+        for shape, x in _check_inputs(example, batch_sizes, image_sizes):
+            try:
+                got = session.run(None, {input_name: x.numpy()})
+            except Exception as err:  # onnxruntime raises its own Fail/InvalidArgument types
+                raise ExportError(
+                    f"ONNX Runtime cannot run {path} on a {'x'.join(map(str, shape))} input: "
+                    f"{str(err).strip().splitlines()[0]}"
+                ) from None
+            checks.append({"shape": shape, "max_abs_diff": _max_abs_diff(got, _output_list(model(x)))})
+    return checks
+
+
+def verify_program(
+    program: Any,
+    model: Any,
+    example: Any,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+) -> List[Dict[str, Any]]:
+    """Run an :class:`~torch.export.ExportedProgram` (or a saved ``.pt2`` path) against ``model``."""
+    import torch
+
+    if isinstance(program, (str, os.PathLike)):
+        program = torch.export.load(str(program))
+    module = program.module()
+    image_sizes = image_sizes or [tuple(example.shape[-2:])]
+    checks = []
+    with _export_mode(model), torch.no_grad():
+        for shape, x in _check_inputs(example, batch_sizes, image_sizes):
+            got = [t for t in _output_list(module(x))]
+            checks.append({"shape": shape, "max_abs_diff": _max_abs_diff(got, _output_list(model(x)))})
+    return checks
+
+
+def _second_size(height: int, width: int, divisor: int) -> Tuple[int, int]:
+    # Another, non-square size: both dimensions really are dynamic.
+    return height + divisor, width + 2 * divisor
+
+
+def export_model(
+    model: Any,
+    out: PathLike,
+    format: str = "onnx",
+    img_size: Union[int, Tuple[int, int]] = 224,
+    opset: int = DEFAULT_OPSET,
+    verify: bool = True,
+    atol: float = DEFAULT_ATOL,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    output_names: Sequence[str] = ("logits",),
+    metadata: Optional[Dict[str, str]] = None,
+    in_chans: int = 3,
+) -> ExportResult:
+    """Export ``model`` (image batch -> tensor or tuple of tensors) and check the result.
+
+    The file appears at ``out`` only once written completely (and, with ``verify``, only
+    if every check is within ``atol``; otherwise :class:`ExportError` names the worst
+    difference). Verification runs ``batch_sizes`` at the export size and, when the
+    image size is dynamic, at a second, non-square size.
+    """
+    import torch
+
+    if format not in EXPORT_FORMATS:
+        raise ExportError(f"unknown format {format!r}; choose from {', '.join(EXPORT_FORMATS)}")
+    height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    divisor = _size_divisor(model)
+    if height % divisor or width % divisor or height <= 0 or width <= 0:
+        raise ExportError(f"image size {height}x{width} must be a positive multiple of {divisor}")
+    if any(b < 1 for b in batch_sizes):
+        raise ExportError(f"verification batch sizes must be positive, got {list(batch_sizes)}")
+    out = Path(out)
+    example = torch.randn(_EXAMPLE_BATCH, in_chans, height, width, generator=torch.Generator().manual_seed(0))
+
+    if format == "onnx":
+        require_onnx(need_exporter=opset >= DEFAULT_OPSET)
+        tmp = _tmp_beside(out, ".onnx")
+        try:
+            _, dynamic_size = export_onnx(model, tmp, example, opset=opset, output_names=output_names, metadata=metadata)
+            result = ExportResult(out, format, opset, True, dynamic_size, atol=atol if verify else None)
+            if verify:
+                sizes = [(height, width)] + ([_second_size(height, width, divisor)] if dynamic_size else [])
+                result.checks = verify_onnx(tmp, model, example, batch_sizes, sizes)
+                _raise_if_off(result, atol)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return result
+
+    program = export_program(model, example, size_divisor=divisor)
+    result = ExportResult(out, format, None, True, True, atol=atol if verify else None)
+    tmp = _tmp_beside(out, ".pt2")
+    try:
+        torch.export.save(program, str(tmp))
+        if verify:
+            # Check what was written, not the in-memory program.
+            sizes = [(height, width), _second_size(height, width, divisor)]
+            result.checks = verify_program(str(tmp), model, example, batch_sizes, sizes)
+            _raise_if_off(result, atol)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return result
+
+
+def _raise_if_off(result: ExportResult, atol: float) -> None:
+    worst = max(result.checks, key=lambda c: c["max_abs_diff"])
+    if worst["max_abs_diff"] > atol:
+        shape = "x".join(map(str, worst["shape"]))
+        raise ExportError(
+            f"the {result.format} export differs from PyTorch by {worst['max_abs_diff']:.3g} (> {atol:g}) "
+            f"on a {shape} input; nothing was written"
+        )
+
+
+# ----------------------------------------------------------------------------- models
+TASKS = ("classify", "segment")
+
+
+def build_export_model(
+    task: str,
+    model_name: str,
+    checkpoint_path: Optional[PathLike] = None,
+    num_classes: Optional[int] = None,
+    use_ema: bool = False,
+    **model_kwargs: Any,
+) -> Tuple[Any, Dict[str, str]]:
+    """The model the CLI exports and the metadata stored beside it.
+
+    ``classify``: a LIT (or timm) classifier; without ``num_classes`` the class count is
+    read from the checkpoint's ``head.weight`` (1000 without a checkpoint).
+    ``segment``: Semantic FPN-LIT, from a ``litvit segment train`` checkpoint (which
+    holds its own configuration) or untrained (``num_classes``, default 150).
+    """
+    from .checkpoint import extract_state_dict, read_checkpoint
+    from .factory import create_model
+
+    meta: Dict[str, str] = {"litvit.task": task, "litvit.model": model_name}
+    if task == "classify":
+        if num_classes is None and checkpoint_path is not None:
+            state = extract_state_dict(read_checkpoint(checkpoint_path), use_ema=use_ema)
+            head = state.get("head.weight")
+            num_classes = int(head.shape[0]) if head is not None else None
+        if num_classes is not None:
+            model_kwargs["num_classes"] = num_classes
+        model = create_model(model_name, checkpoint_path=checkpoint_path, use_ema=use_ema, **model_kwargs)
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        for key in ("mean", "std"):
+            if key in cfg:
+                meta[f"litvit.{key}"] = ",".join(f"{v:g}" for v in cfg[key])
+    elif task == "segment":
+        from .segmentation.models import semantic_fpn_lit
+
+        if checkpoint_path is not None:
+            from .segmentation.engine import load_trained_model
+
+            if model_kwargs or num_classes is not None:
+                raise ExportError("a segmentation checkpoint holds its own configuration; drop --num-classes/--model-kwargs")
+            model, info = load_trained_model(str(checkpoint_path))
+            meta["litvit.model"] = str(info.get("model_config", {}).get("model_name", model_name))
+        else:
+            model = semantic_fpn_lit(model_name, num_classes=150 if num_classes is None else num_classes, **model_kwargs)
+        meta["litvit.mean"] = "0.485,0.456,0.406"
+        meta["litvit.std"] = "0.229,0.224,0.225"
+    else:
+        raise ExportError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    return model.eval(), meta
+
+
+# ----------------------------------------------------------------------------- command line
+def _kwarg(text: str) -> Tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        parsed = value  # a bare word, e.g. global_pool=avg
+    return key.strip(), parsed
+
+
+def _int_list(text: str) -> List[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "export",
+        help="export a model to ONNX (checked with ONNX Runtime) or a torch.export program",
+        description="Export a LIT classifier or Semantic FPN-LIT segmenter with a dynamic batch dimension. "
+        f"ONNX at opset >= {DEFAULT_OPSET} (default {DEFAULT_OPSET}) also has a dynamic image size (multiples of 32); "
+        f"opsets {MIN_OPSET}-{DEFAULT_OPSET - 1} fix it to --img-size. The ONNX file is checked with onnx.checker "
+        "and compared with PyTorch in ONNX Runtime before it is written.",
+    )
+    p.add_argument("--model", "-m", required=True, help="lit_ti, lit_s, lit_m, lit_b (or a timm model for --task classify)")
+    p.add_argument("--checkpoint", default=None, help="weights: a classification checkpoint (any supported layout) "
+                   "or, with --task segment, a 'litvit segment train' checkpoint")
+    p.add_argument("--task", choices=TASKS, default="classify", help="what to export (default classify)")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="output format (default onnx)")
+    p.add_argument("--out", "-o", required=True, help="output file (.onnx or .pt2)")
+    p.add_argument("--img-size", type=int, nargs="+", default=[224], metavar="SIZE",
+                   help="example input side, or H W (default 224); fixed input size for opsets below 18")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset (default {DEFAULT_OPSET}; {MIN_OPSET} and {MIN_OPSET + 1} fix the image size)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="class count (default: from the checkpoint's classifier, else 1000; 150 for --task segment)")
+    p.add_argument("--use-ema", action="store_true", help="export the EMA weights of a litvit training checkpoint")
+    p.add_argument("--model-kwargs", nargs="*", type=_kwarg, default=[], metavar="KEY=VALUE",
+                   help="extra model options, e.g. depths=(1,1,1,1) embed_dims=(16,32,40,64)")
+    verify = p.add_mutually_exclusive_group()
+    verify.add_argument("--verify", dest="verify", action="store_true", default=True,
+                        help="compare the export with PyTorch (default on)")
+    verify.add_argument("--no-verify", dest="verify", action="store_false", help="skip the comparison")
+    p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help=f"largest accepted output difference (default {DEFAULT_ATOL:g})")
+    p.add_argument("--verify-batch-sizes", type=_int_list, default=list(DEFAULT_BATCH_SIZES), metavar="B1,B2,...",
+                   help="batch sizes compared (default 1,2,4)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    if len(args.img_size) > 2:
+        raise ExportError(f"--img-size takes one or two values, got {len(args.img_size)}")
+    if args.format == "onnx":
+        # Before building the model: a missing extra should fail fast.
+        require_onnx(need_exporter=args.opset >= DEFAULT_OPSET)
+    img_size = tuple(args.img_size) if len(args.img_size) == 2 else args.img_size[0]
+    model_kwargs = dict(args.model_kwargs)
+    num_classes = args.num_classes
+    if "num_classes" in model_kwargs:
+        if num_classes is not None:
+            raise ExportError("give the class count once: --num-classes or --model-kwargs num_classes=...")
+        num_classes = model_kwargs.pop("num_classes")
+    model, meta = build_export_model(args.task, args.model, args.checkpoint, num_classes, args.use_ema, **model_kwargs)
+    if args.format == "onnx":
+        print(f"exporting {args.model} ({args.task}) to ONNX opset {args.opset} ...", flush=True)
+    else:
+        print(f"exporting {args.model} ({args.task}) with torch.export ...", flush=True)
+    result = export_model(
+        model,
+        args.out,
+        format=args.format,
+        img_size=img_size,
+        opset=args.opset,
+        verify=args.verify,
+        atol=args.atol,
+        batch_sizes=args.verify_batch_sizes,
+        metadata=meta,
+    )
+    dims = "batch, height and width" if result.dynamic_size else "batch (image size fixed)"
+    print(f"wrote {result.path} ({result.path.stat().st_size / 2**20:.1f} MiB; dynamic {dims})")
+    if result.checks:
+        runtime = "ONNX Runtime (CPU)" if args.format == "onnx" else "the saved program"
+        for check in result.checks:
+            print(f"  {runtime} vs PyTorch, input {'x'.join(map(str, check['shape']))}: "
+                  f"max abs diff {check['max_abs_diff']:.2e}")
+        print(f"verified: max abs diff {result.max_abs_diff:.2e} <= {args.atol:g}")
+    return 0

@@ -1,0 +1,151 @@
+"""Deployment: ONNX (checked in ONNX Runtime), torch.export programs, torch.hub, the missing extra."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+import litvit  # noqa: F401
+from litvit.cli import main
+from litvit.errors import MissingExtraError
+from litvit.export import DEFAULT_OPSET, ExportError, export_model, require_onnx
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(embed_dims=(16, 32, 40, 64), depths=(1, 1, 1, 1), num_heads=(1, 2, 5, 8), img_size=64)
+STANDARD_DOMAINS = {"", "ai.onnx"}
+
+
+def tiny_model(name: str, num_classes: int = 7) -> torch.nn.Module:
+    """A tiny LIT whose DTMs really deform (random offsets) and whose BatchNorms are not identities."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=num_classes, **TINY)
+    with torch.no_grad():
+        for stage in model.stages:
+            if stage.downsample is not None:
+                stage.downsample.offset_conv.weight.normal_(0, 0.5)
+                stage.downsample.offset_conv.bias.normal_(0, 1.0)
+                stage.downsample.norm.running_mean.normal_(0, 0.1)
+                stage.downsample.norm.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def run_onnx(path: Path, x: torch.Tensor) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+
+
+@pytest.mark.parametrize("name", ["lit_ti", "lit_s"])
+def test_onnx_dynamic_batch_and_size_match_pytorch(name, tmp_path):
+    model = tiny_model(name)
+    out = tmp_path / f"{name}.onnx"
+    result = export_model(model, out, img_size=64, batch_sizes=(1, 3))
+    assert out.is_file() and result.dynamic_size
+    assert sorted({c["shape"] for c in result.checks}) == sorted(
+        {(b, 3, h, w) for b in (1, 3) for h, w in ((64, 64), (96, 128))}
+    )
+    assert result.max_abs_diff <= 1e-4
+
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto, full_check=True)
+    assert {o.version for o in proto.opset_import if o.domain in STANDARD_DOMAINS} == {DEFAULT_OPSET}
+    # DTM sampling is a standard GridSample; no custom operators or functions.
+    assert "GridSample" in {n.op_type for n in proto.graph.node}
+    assert {n.domain for n in proto.graph.node} <= STANDARD_DOMAINS and not proto.functions
+    # Independently of export_model's own check: another batch and size, in ONNX Runtime.
+    x = torch.randn(2, 3, 128, 96)
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(run_onnx(out, x), want, atol=1e-4, rtol=0)
+
+
+def test_opset16_uses_fixed_image_size(tmp_path):
+    model = tiny_model("lit_s")
+    out = tmp_path / "m16.onnx"
+    result = export_model(model, out, img_size=64, opset=16, batch_sizes=(1, 3))
+    assert not result.dynamic_size and result.max_abs_diff <= 1e-4
+    assert {c["shape"][0] for c in result.checks} == {1, 3}
+    proto = onnx.load(str(out))
+    assert {o.version for o in proto.opset_import if o.domain in STANDARD_DOMAINS} == {16}
+    assert "GridSample" in {n.op_type for n in proto.graph.node}
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["litvit.dynamic_image_size"] == "false" and meta["litvit.image_size"] == "64x64"
+
+
+def test_opset_below_gridsample_is_refused(tmp_path):
+    with pytest.raises(ExportError, match="GridSample"):
+        export_model(tiny_model("lit_s"), tmp_path / "m.onnx", img_size=64, opset=15)
+    assert not list(tmp_path.iterdir())
+
+
+def test_failed_verification_writes_nothing(tmp_path, monkeypatch):
+    import litvit.export as export
+
+    monkeypatch.setattr(export, "_max_abs_diff", lambda got, want: 0.5)
+    with pytest.raises(ExportError, match="differs from PyTorch by 0.5"):
+        export_model(tiny_model("lit_s"), tmp_path / "m.onnx", img_size=64, opset=16, batch_sizes=(1,))
+    assert not list(tmp_path.iterdir())  # neither the file nor a temporary
+
+
+@pytest.mark.parametrize("name", ["lit_ti", "lit_s"])
+def test_exported_program_matches_pytorch(name, tmp_path):
+    model = tiny_model(name)
+    out = tmp_path / f"{name}.pt2"
+    result = export_model(model, out, format="exported-program", img_size=64, batch_sizes=(1, 3))
+    assert result.max_abs_diff <= 1e-5 and len(result.checks) == 4
+    program = torch.export.load(str(out))
+    x = torch.randn(5, 3, 96, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_cli_exports_checkpoint_and_reports_difference(tmp_path, capsys):
+    model = tiny_model("lit_ti", num_classes=5)
+    ckpt = tmp_path / "tiny.pth"
+    torch.save({"model": model.state_dict()}, ckpt)
+    out = tmp_path / "cli.onnx"
+    code = main([
+        "export", "--model", "lit_ti", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(out),
+        "--opset", "16", "--img-size", "64", "--verify-batch-sizes", "1,2",
+        "--model-kwargs", "embed_dims=(16,32,40,64)", "depths=(1,1,1,1)", "img_size=64",
+    ])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "verified: max abs diff" in printed and "1x3x64x64" in printed and "2x3x64x64" in printed
+    # The class count came from the checkpoint, the weights too.
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        np.testing.assert_allclose(run_onnx(out, x), model(x).numpy(), atol=1e-4, rtol=0)
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["litvit.model"] == "lit_ti" and meta["litvit.mean"] == "0.485,0.456,0.406"
+
+
+def test_missing_extra_names_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
+    with pytest.raises(MissingExtraError, match=r"onnxruntime .*pip install 'litvit\[export\]'"):
+        require_onnx()
+    code = main(["export", "--model", "lit_ti", "--out", str(tmp_path / "m.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "litvit[export]" in err and "Traceback" not in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_torch_hub_local_load(tmp_path):
+    model = tiny_model("lit_ti", num_classes=5)
+    ckpt = tmp_path / "lit_ti_tiny.pth"
+    torch.save(model.state_dict(), ckpt)
+    loaded = torch.hub.load(
+        str(REPO), "lit_ti", source="local", checkpoint_path=str(ckpt), num_classes=5, **TINY
+    ).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="checkpoint_path"):
+        torch.hub.load(str(REPO), "lit_s", source="local", pretrained=True)
