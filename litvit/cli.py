@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "litvit.data.cli",
     "litvit.info",
     "litvit.detection.cli",
+    "litvit.segmentation.cli",
     "litvit.viz.cli",
     "litvit.export",
 

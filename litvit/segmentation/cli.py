@@ -1,0 +1,232 @@
+"""``litvit segment train|eval|predict``: Semantic FPN-LIT on ADE20K or any folder of images + label PNGs."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+__all__ = ["add_parser", "run_train", "run_eval", "run_predict", "class_palette"]
+
+_EPILOG_TRAIN = """\
+examples:
+  # LIT-Ti, released ADE20K recipe (8 GPUs x 2 images, 80k iterations)
+  torchrun --nproc_per_node 8 -m litvit.cli segment train --data-dir data/ADEChallengeData2016 \\
+      --model lit_ti --backbone-checkpoint lit_ti.pth --output-dir runs/sem_fpn_lit_ti
+  # any folder with images/{training,validation} and annotations/{training,validation}
+  litvit segment train --data-dir my_data --dataset folder --num-classes 5 --iterations 2000 --batch-size 4
+"""
+
+
+def add_parser(subparsers: "argparse._SubParsersAction") -> None:
+    from ..engine.config import add_config_arguments
+    from .engine import SegTrainConfig
+
+    seg = subparsers.add_parser(
+        "segment", help="semantic segmentation (Semantic FPN with LIT backbones)",
+        description="Semantic segmentation with Semantic FPN on LIT backbones.",
+    )
+    sub = seg.add_subparsers(dest="segment_command", metavar="SUBCOMMAND")
+    seg.set_defaults(func=lambda args: (seg.print_help(), 2)[1])
+
+    p = sub.add_parser(
+        "train", help="train Semantic FPN-LIT (released ADE20K recipe by default)",
+        description="Train Semantic FPN-LIT. Defaults are the released ADE20K recipe; every setting "
+        "can also come from a YAML file (--config). Run under torchrun for several GPUs.",
+        epilog=_EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_arguments(p, SegTrainConfig)
+    p.set_defaults(func=run_train)
+
+    p = sub.add_parser(
+        "eval", help="mIoU / per-class IoU / accuracies of a trained checkpoint",
+        description="Evaluate a 'litvit segment train' checkpoint: mIoU, per-class IoU, mean class "
+        "accuracy and overall pixel accuracy from one confusion matrix (summed over processes "
+        "under torchrun). Images are resized to fit --test-scale; predictions are compared with "
+        "the labels at their original size.",
+    )
+    p.add_argument("checkpoint", help="checkpoint written by 'litvit segment train' (e.g. RUN/best.pth)")
+    p.add_argument("--data-dir", required=True, help="dataset root (images/<split>, annotations/<split>)")
+    p.add_argument("--split", default="validation", help="sub-folder to evaluate (default: validation)")
+    p.add_argument("--image-dirname", default="images")
+    p.add_argument("--label-dirname", default="annotations")
+    _add_inference_args(p)
+    p.add_argument("--batch-size", type=int, default=1, help="images per process (default 1)")
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes (default 2)")
+    p.add_argument("--bad-data", choices=("error", "skip"), default="error",
+                   help="bad pairs or label values: error (default) or skip them / set them to ignore")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the metrics as JSON ('-' for stdout)")
+    p.set_defaults(func=run_eval)
+
+    p = sub.add_parser(
+        "predict", help="colour-coded masks and overlays for image files",
+        description="Segment images and write, per image, <stem>_mask.png (palette PNG: pixel values "
+        "are class indices, colours from a fixed palette) and <stem>_overlay.png (mask blended "
+        "over the image).",
+    )
+    p.add_argument("checkpoint", help="checkpoint written by 'litvit segment train'")
+    p.add_argument("images", nargs="+", help="image files or folders of images")
+    p.add_argument("--output-dir", default="predictions", help="where to write the PNGs (default: predictions)")
+    p.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay (default 0.5)")
+    _add_inference_args(p)
+    p.set_defaults(func=run_predict)
+
+
+def _add_inference_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=("whole", "slide"), default="whole",
+                   help="whole-image (default) or sliding-window inference")
+    p.add_argument("--flip", action="store_true", help="average with the mirrored image")
+    p.add_argument("--test-scale", type=int, nargs=2, default=None, metavar=("LONG", "SHORT"),
+                   help="resize to fit this (default: the checkpoint's, 2048 512 for ADE20K); 0 0 keeps the size")
+    p.add_argument("--slide-crop", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
+    p.add_argument("--slide-stride", type=int, nargs=2, default=(341, 341), metavar=("H", "W"))
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: GPU if available)")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..engine.config import build_config, dump_config
+    from .engine import SegTrainConfig, train
+
+    cfg = build_config(SegTrainConfig, args)
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    try:
+        train(cfg)
+    finally:
+        from ..engine import cleanup
+
+        cleanup()
+    return 0
+
+
+def _test_scale(args: argparse.Namespace, meta: dict) -> Optional[Sequence[int]]:
+    if args.test_scale is not None:
+        return None if not any(args.test_scale) else tuple(args.test_scale)
+    saved = (meta.get("config") or {}).get("test_scale", (2048, 512))
+    return tuple(saved) if saved else None
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..engine import cleanup, get_logger, init_distributed
+    from .engine import DatasetInfo, build_dataset, evaluate, load_trained_model
+    from .metrics import format_metrics
+    from .transforms import EvalPreset
+
+    ctx = init_distributed(args.device)
+    try:
+        model, meta = load_trained_model(args.checkpoint, ctx.device)
+        ds = meta["dataset"]
+        info = DatasetInfo(ds["num_classes"], ds["reduce_zero_label"], ds["ignore_index"], list(ds["class_names"]))
+        dataset = build_dataset(args.data_dir, args.split, info, EvalPreset(_test_scale(args, meta)), args.bad_data,
+                                args.image_dirname, args.label_dirname)
+        amp = torch.float16 if ctx.device.type == "cuda" else None
+        result = evaluate(model, dataset, ctx.device, args.mode, args.flip, args.slide_crop, args.slide_stride,
+                          args.batch_size, args.workers, amp)
+        if ctx.is_main:
+            get_logger().info("%s on %s/%s (%d images):\n%s", args.checkpoint, args.data_dir, args.split, len(dataset),
+                              format_metrics(result, info.class_names))
+            if args.json:
+                payload = {k: result[k] for k in ("mIoU", "mAcc", "aAcc", "pixels")}
+                payload["per_class"] = {
+                    n: {"IoU": _num(i), "Acc": _num(a)} for n, i, a in zip(info.class_names, result["IoU"], result["Acc"])
+                }
+                text = json.dumps(payload, indent=2)
+                if args.json == "-":
+                    print(text)
+                else:
+                    path = Path(args.json)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_name(f".{path.name}.tmp")
+                    tmp.write_text(text + "\n", encoding="utf-8")
+                    tmp.replace(path)
+    finally:
+        cleanup()
+    return 0
+
+
+def _num(x: float) -> Optional[float]:
+    return None if x != x else x  # NaN (class absent) -> null in JSON
+
+
+def class_palette(num_classes: int) -> List[tuple]:
+    """A fixed colour per class: matplotlib's tab20 first, then seeded random colours."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    tab = [tuple(int(255 * c + 0.5) for c in colormaps["tab20"](i)[:3]) for i in range(20)]
+    rng = np.random.default_rng(0)
+    extra = [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(max(0, num_classes - 20))]
+    return (tab + extra)[:num_classes]
+
+
+def _collect_images(inputs: Sequence[str]) -> List[Path]:
+    from ..errors import DataError
+    from .data import IMAGE_EXTENSIONS
+
+    files: List[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"image not found: {path}")
+    if not files:
+        raise DataError("no images to segment")
+    return files
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchvision import tv_tensors
+    from torchvision.utils import draw_segmentation_masks
+
+    from ..engine import get_logger
+    from ..engine.distributed import resolve_device
+    from ..errors import DataError
+    from .data import collate_eval
+    from .engine import load_trained_model
+    from .inference import logits_to_labels, predict_logits
+    from .transforms import EvalPreset
+
+    device = resolve_device(args.device)
+    model, meta = load_trained_model(args.checkpoint, device)
+    num_classes = meta["dataset"]["num_classes"]
+    names = meta["dataset"].get("class_names") or [str(i) for i in range(num_classes)]
+    palette = class_palette(num_classes)
+    flat_palette = [v for c in palette for v in c]
+    preset = EvalPreset(_test_scale(args, meta))
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = get_logger()
+    for path in _collect_images(args.images):
+        try:
+            with Image.open(path) as im:
+                rgb = np.asarray(im.convert("RGB")).copy()
+        except OSError as err:
+            raise DataError(f"cannot read image {path}: {err}") from None
+        image = tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1))
+        batch = collate_eval([preset(image)])
+        scores = predict_logits(model, batch["images"].to(device), num_classes, args.mode, args.flip,
+                                args.slide_crop, args.slide_stride)
+        labels = logits_to_labels(scores.float(), batch["sizes"], [tuple(image.shape[-2:])])[0].cpu()
+        mask = Image.fromarray(labels.numpy().astype(np.uint8), mode="P")
+        mask.putpalette(flat_palette + [0] * (768 - len(flat_palette)))
+        mask.save(out_dir / f"{path.stem}_mask.png")
+        present = labels.unique().tolist()
+        masks = labels[None] == torch.tensor(present)[:, None, None]
+        overlay = draw_segmentation_masks(image.as_subclass(torch.Tensor), masks, alpha=args.alpha,
+                                          colors=[palette[c] for c in present])
+        Image.fromarray(overlay.permute(1, 2, 0).numpy()).save(out_dir / f"{path.stem}_overlay.png")
+        shares = (labels.reshape(-1).bincount(minlength=num_classes).double() / labels.numel()).tolist()
+        top = sorted(((s, names[c]) for c, s in enumerate(shares) if s > 0), reverse=True)[:5]
+        log.info("%s: %s", path.name, ", ".join(f"{n} {100 * s:.1f}%" for s, n in top))
+    log.info("wrote masks and overlays to %s", out_dir)
+    return 0
