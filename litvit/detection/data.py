@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 from ..errors import DataError
@@ -45,6 +44,7 @@ __all__ = [
     "collate_detection",
     "coco_split_paths",
     "decode_segmentation",
+    "read_rgb",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -68,6 +68,21 @@ _ISSUES = {
     "missing_image": "images whose file is missing left out",
     "empty_image": "images without usable annotations left out of training",
 }
+
+
+def read_rgb(path: PathLike) -> torch.Tensor:
+    """A uint8 ``3 x H x W`` tensor; grayscale, palette, CMYK and RGBA files are converted to RGB.
+
+    PIL is used because torchvision's image decoders are deprecated since torchvision 0.29.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise DataError(f"cannot read image {path}: {err}") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
 def coco_split_paths(data_root: PathLike, split: str) -> Tuple[Path, Path]:
@@ -361,10 +376,7 @@ class CocoDetectionDataset(Dataset):
 
     def load_image(self, index: int) -> torch.Tensor:
         record = self.records[index]
-        try:
-            image = decode_image(str(record["path"]), mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError, ValueError) as err:
-            raise DataError(f"cannot read image {record['path']}: {err}") from None
+        image = read_rgb(record["path"])
         if tuple(image.shape[-2:]) != (record["height"], record["width"]):
             raise DataError(
                 f"image {record['path']} is {image.shape[-1]}x{image.shape[-2]} but {self.ann_file.name} says "

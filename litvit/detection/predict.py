@@ -7,10 +7,11 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-from torchvision.io import ImageReadMode, decode_image, write_png
+from PIL import Image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from ..errors import DataError
+from .data import read_rgb
 
 __all__ = ["draw_detections", "predict_images", "list_images", "class_colors"]
 
@@ -85,15 +86,12 @@ def predict_images(
     offset = getattr(model, "label_offset", 0)
     summaries = []
     for file in files:
-        try:
-            image = decode_image(str(file), mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError, ValueError) as err:
-            raise DataError(f"cannot read image {file}: {err}") from None
+        image = read_rgb(file)
         output = model([image.to(device).float() / 255])[0]
         drawn = draw_detections(image, output, class_names, offset, score_thresh)
         target = out_dir / f"{Path(file).stem}.png"
         tmp = target.with_name(f".{target.name}.tmp")
-        write_png(drawn, str(tmp))
+        Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
         tmp.replace(target)
         keep = output["scores"] >= score_thresh
         summaries.append(
