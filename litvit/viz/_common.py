@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -123,6 +123,13 @@ def load_model(model_name: Optional[str], checkpoint: Optional[PathLike] = None,
     count is read from the classifier weights, and a training checkpoint's recorded model
     name, extra model arguments and resolution are used when present.
     """
+    return load_model_and_classes(model_name, checkpoint, img_size, use_ema, device)[0]
+
+
+def load_model_and_classes(model_name: Optional[str], checkpoint: Optional[PathLike] = None,
+                           img_size: Optional[int] = None, use_ema: bool = False,
+                           device: Union[str, torch.device] = "cpu") -> Tuple[nn.Module, Optional[List[str]]]:
+    """:func:`load_model` plus the class names a litvit training checkpoint records (else None)."""
     from ..checkpoint import extract_state_dict, read_checkpoint
     from ..factory import create_model
     from ..models import LIT, checkpoint_filter_fn
@@ -130,8 +137,11 @@ def load_model(model_name: Optional[str], checkpoint: Optional[PathLike] = None,
 
     kwargs: Dict[str, Any] = {}
     state_dict = None
+    class_names = None
     if checkpoint is not None:
         raw = read_checkpoint(checkpoint)
+        if isinstance(raw, Mapping) and isinstance(raw.get("class_names"), (list, tuple)):
+            class_names = [str(c) for c in raw["class_names"]]
         config = raw.get("config") if isinstance(raw, Mapping) else None
         if isinstance(config, Mapping):
             model_name = model_name or config.get("model")
@@ -153,7 +163,7 @@ def load_model(model_name: Optional[str], checkpoint: Optional[PathLike] = None,
         raise CheckpointError(f"{model_name!r} is not a LIT model; the visualisations need DTM offsets and LIT attention")
     if state_dict is not None:
         load_model_weights(model, checkpoint_filter_fn(state_dict, model), source=f"checkpoint {checkpoint}")
-    return model.to(device).eval()
+    return model.to(device).eval(), class_names
 
 
 def save_figure(fig: Any, out_path: PathLike, dpi: int = 100) -> Path:

@@ -154,6 +154,7 @@ def _upsample(maps: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
 def draw_attention(image: np.ndarray, result: Dict[str, Any], max_heads: Optional[int] = None,
                    title: Optional[str] = None, panel_inches: float = 1.9) -> Any:
     """A matplotlib Figure: one row per block, columns = mean over heads, then each head."""
+    import matplotlib
     from matplotlib.figure import Figure
 
     blocks = result["blocks"]
@@ -168,6 +169,7 @@ def draw_attention(image: np.ndarray, result: Dict[str, Any], max_heads: Optiona
     axes = fig.subplots(len(blocks), cols, squeeze=False)
     gray = image.mean(-1) if image.ndim == 3 else image.astype(np.float64)
     query = result["query"]
+    cmap = matplotlib.colormaps["inferno"]
     for r, blk in enumerate(blocks):
         panels = np.concatenate([blk["mean"][None], blk["maps"][:shown]], 0)
         up = _upsample(panels, (h, w))
@@ -177,9 +179,11 @@ def draw_attention(image: np.ndarray, result: Dict[str, Any], max_heads: Optiona
             if c >= len(up):
                 continue
             ax.imshow(gray, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-            heat = up[c]
-            ax.imshow(heat, cmap="inferno", alpha=0.6, vmin=0, vmax=max(float(heat.max()), 1e-12),
-                      interpolation="nearest")
+            heat = up[c] / max(float(up[c].max()), 1e-12)
+            # Opacity follows the weight, so unattended regions show the image itself.
+            rgba = cmap(heat)
+            rgba[..., 3] = 0.15 + 0.7 * heat
+            ax.imshow(rgba, interpolation="nearest")
             if query != "cls":
                 ax.scatter([query[1]], [query[0]], marker="+", s=60, c="cyan", lw=1.5)
             name = "mean" if c == 0 else f"head {c}"

@@ -89,19 +89,19 @@ def _outputs(args: argparse.Namespace, suffix: str) -> List[Tuple[Path, Path]]:
 
 
 def _model(args: argparse.Namespace) -> Any:
-    from ._common import load_model
+    from ._common import load_model_and_classes
 
-    return load_model(args.model, args.checkpoint, use_ema=args.use_ema, device=args.device)
+    return load_model_and_classes(args.model, args.checkpoint, use_ema=args.use_ema, device=args.device)
 
 
 def run_offsets(args: argparse.Namespace) -> int:
     from .offsets import render_offsets
 
     pairs = _outputs(args, "offsets")
-    model = _model(args)
+    model, class_names = _model(args)
     for src, dst in pairs:
         path = render_offsets(model, src, dst, cells=args.points, num_cells=args.num_points, img_size=args.img_size,
-                              overview=not args.no_overview, dpi=args.dpi)
+                              overview=not args.no_overview, class_names=class_names, dpi=args.dpi)
         print(path)
     return 0
 
@@ -117,7 +117,7 @@ def run_attention(args: argparse.Namespace) -> int:
         except argparse.ArgumentTypeError as err:
             raise DataError(f"--query: {err}") from None
     pairs = _outputs(args, "attention")
-    model = _model(args)
+    model, _ = _model(args)
     for src, dst in pairs:
         path = render_attention(model, src, dst, query=query, blocks=args.blocks, img_size=args.img_size,
                                 max_heads=args.max_heads, dpi=args.dpi)
