@@ -369,13 +369,15 @@ def export_model(
     output_names: Sequence[str] = ("logits",),
     metadata: Optional[Dict[str, str]] = None,
     in_chans: int = 3,
+    program: Any = None,
 ) -> ExportResult:
     """Export ``model`` (image batch -> tensor or tuple of tensors) and check the result.
 
     The file appears at ``out`` only once written completely (and, with ``verify``, only
     if every check is within ``atol``; otherwise :class:`ExportError` names the worst
     difference). Verification runs ``batch_sizes`` at the export size and, when the
-    image size is dynamic, at a second, non-square size.
+    image size is dynamic, at a second, non-square size. ``program`` reuses an
+    :func:`export_program` result of ``model`` (dynamic batch and size) instead of exporting again.
     """
     import torch
 
@@ -394,7 +396,9 @@ def export_model(
         require_onnx(need_exporter=opset >= DEFAULT_OPSET)
         tmp = _tmp_beside(out, ".onnx")
         try:
-            _, dynamic_size = export_onnx(model, tmp, example, opset=opset, output_names=output_names, metadata=metadata)
+            _, dynamic_size = export_onnx(
+                model, tmp, example, opset=opset, output_names=output_names, metadata=metadata, program=program
+            )
             result = ExportResult(out, format, opset, True, dynamic_size, atol=atol if verify else None)
             if verify:
                 sizes = [(height, width)] + ([_second_size(height, width, divisor)] if dynamic_size else [])
@@ -405,7 +409,8 @@ def export_model(
             tmp.unlink(missing_ok=True)
         return result
 
-    program = export_program(model, example, size_divisor=divisor)
+    if program is None:
+        program = export_program(model, example, size_divisor=divisor)
     result = ExportResult(out, format, None, True, True, atol=atol if verify else None)
     tmp = _tmp_beside(out, ".pt2")
     try:

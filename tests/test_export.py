@@ -41,28 +41,63 @@ def run_onnx(path: Path, x: torch.Tensor) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
 
 
+@pytest.fixture(scope="module")
+def exported():
+    """One dynamic torch.export program per model, shared by the ONNX and program tests
+    (exporting dominates this file's run time)."""
+    from litvit.export import export_program
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            model = tiny_model(name)
+            cache[name] = model, export_program(model, torch.randn(2, 3, 64, 64))
+        return cache[name]
+
+    return get
+
+
+def check_standard_onnx(proto, opset):
+    onnx.checker.check_model(proto, full_check=True)
+    assert {o.version for o in proto.opset_import if o.domain in STANDARD_DOMAINS} == {opset}
+    # DTM sampling is a standard GridSample; no custom operators or functions.
+    assert "GridSample" in {n.op_type for n in proto.graph.node}
+    assert {n.domain for n in proto.graph.node} <= STANDARD_DOMAINS and not proto.functions
+
+
 @pytest.mark.parametrize("name", ["lit_ti", "lit_s"])
-def test_onnx_dynamic_batch_and_size_match_pytorch(name, tmp_path):
-    model = tiny_model(name)
+def test_onnx_dynamic_batch_and_size_match_pytorch(name, exported, tmp_path):
+    model, program = exported(name)
     out = tmp_path / f"{name}.onnx"
-    result = export_model(model, out, img_size=64, batch_sizes=(1, 3))
+    result = export_model(model, out, img_size=64, batch_sizes=(1, 3), program=program)
     assert out.is_file() and result.dynamic_size
     assert sorted({c["shape"] for c in result.checks}) == sorted(
         {(b, 3, h, w) for b in (1, 3) for h, w in ((64, 64), (96, 128))}
     )
     assert result.max_abs_diff <= 1e-4
-
-    proto = onnx.load(str(out))
-    onnx.checker.check_model(proto, full_check=True)
-    assert {o.version for o in proto.opset_import if o.domain in STANDARD_DOMAINS} == {DEFAULT_OPSET}
-    # DTM sampling is a standard GridSample; no custom operators or functions.
-    assert "GridSample" in {n.op_type for n in proto.graph.node}
-    assert {n.domain for n in proto.graph.node} <= STANDARD_DOMAINS and not proto.functions
+    check_standard_onnx(onnx.load(str(out)), DEFAULT_OPSET)
     # Independently of export_model's own check: another batch and size, in ONNX Runtime.
     x = torch.randn(2, 3, 128, 96)
     with torch.no_grad():
         want = model(x).numpy()
     np.testing.assert_allclose(run_onnx(out, x), want, atol=1e-4, rtol=0)
+
+
+def test_segmentation_onnx_dynamic_size(tmp_path):
+    from litvit.segmentation import semantic_fpn_lit
+
+    torch.manual_seed(0)
+    model = semantic_fpn_lit("lit_s", num_classes=3, fpn_channels=16, head_channels=8, **TINY).eval()
+    out = tmp_path / "seg.onnx"
+    result = export_model(model, out, img_size=64, batch_sizes=(1, 2))
+    assert result.dynamic_size and result.max_abs_diff <= 1e-4
+    check_standard_onnx(onnx.load(str(out)), DEFAULT_OPSET)
+    x = torch.randn(1, 3, 96, 160)
+    got = run_onnx(out, x)
+    assert got.shape == (1, 3, 96, 160)  # logits at the input resolution
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4, rtol=0)
 
 
 def test_opset16_uses_fixed_image_size(tmp_path):
@@ -72,8 +107,7 @@ def test_opset16_uses_fixed_image_size(tmp_path):
     assert not result.dynamic_size and result.max_abs_diff <= 1e-4
     assert {c["shape"][0] for c in result.checks} == {1, 3}
     proto = onnx.load(str(out))
-    assert {o.version for o in proto.opset_import if o.domain in STANDARD_DOMAINS} == {16}
-    assert "GridSample" in {n.op_type for n in proto.graph.node}
+    check_standard_onnx(proto, 16)
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["litvit.dynamic_image_size"] == "false" and meta["litvit.image_size"] == "64x64"
 
@@ -94,10 +128,10 @@ def test_failed_verification_writes_nothing(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["lit_ti", "lit_s"])
-def test_exported_program_matches_pytorch(name, tmp_path):
-    model = tiny_model(name)
+def test_exported_program_matches_pytorch(name, exported, tmp_path):
+    model, program = exported(name)
     out = tmp_path / f"{name}.pt2"
-    result = export_model(model, out, format="exported-program", img_size=64, batch_sizes=(1, 3))
+    result = export_model(model, out, format="exported-program", img_size=64, batch_sizes=(1, 3), program=program)
     assert result.max_abs_diff <= 1e-5 and len(result.checks) == 4
     program = torch.export.load(str(out))
     x = torch.randn(5, 3, 96, 64)
