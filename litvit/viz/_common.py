@@ -169,8 +169,11 @@ def load_model_and_classes(model_name: Optional[str], checkpoint: Optional[PathL
 def save_figure(fig: Any, out_path: PathLike, dpi: int = 100) -> Path:
     """Save a matplotlib figure as PNG through a temporary file, so no half-written file remains."""
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".png", dir=out_path.parent)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".png", dir=out_path.parent)
+    except OSError as err:
+        raise DataError(f"cannot write {out_path}: {err.strerror or err}") from None
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=dpi)

@@ -179,7 +179,9 @@ def draw_attention(image: np.ndarray, result: Dict[str, Any], max_heads: Optiona
             if c >= len(up):
                 continue
             ax.imshow(gray, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-            heat = up[c] / max(float(up[c].max()), 1e-12)
+            # Min-max per panel shows each head's preferences; a uniform map shows none.
+            lo, hi = float(up[c].min()), float(up[c].max())
+            heat = (up[c] - lo) / (hi - lo) if hi - lo > 1e-6 * max(hi, 1e-12) else np.zeros_like(up[c])
             # Opacity follows the weight, so unattended regions show the image itself.
             rgba = cmap(heat)
             rgba[..., 3] = 0.15 + 0.7 * heat
