@@ -78,6 +78,7 @@ RESULT_FIELDS = [
     "step_ms_max",
     "spread_pct",
     "img_per_s",
+    "cpu_ms",
     "repeats",
     "steps_per_repeat",
     "gmacs",
@@ -248,25 +249,25 @@ def create_bench_model(name: str, img_size: int, config: BenchmarkConfig) -> nn.
         return timm.create_model(name, **kwargs)
 
 
-def count_flops(model: nn.Module, example: torch.Tensor, train: bool = False) -> float:
-    """FLOPs of one forward (or forward and backward) pass over ``example``, per image."""
+def count_flops(model: nn.Module, example: torch.Tensor) -> float:
+    """FLOPs of one forward pass over ``example``, per image (matmuls, convolutions, attention)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
-    model.train(train)
+    model.eval()
     try:
         counter = FlopCounterMode(display=False)
-        if train:
-            with counter:
-                out = model(example)
-                out.float().sum().backward()
-            model.zero_grad(set_to_none=True)
-        else:
-            with torch.no_grad(), counter:
-                model(example)
+        with torch.no_grad(), counter:
+            model(example)
     finally:
         model.train(was_training)
     return counter.get_total_flops() / example.shape[0]
+
+
+# A training step is counted as three forward passes (the backward pass computes two
+# products per forward product): FlopCounterMode's own backward count multiplies the
+# cost of grouped (e.g. depthwise) convolutions by the group count in torch 2.x.
+TRAIN_FLOPS_PER_FORWARD = 3
 
 
 def measure_matmul_peak(
@@ -318,8 +319,8 @@ def _build_step(
     x = x.to(device=device, memory_format=memory_format)
     flop_example = x[: min(2, batch)]
     with _autocast(device, config.precision):
-        forward_flops = count_flops(model, flop_example, train=False)
-        flops = count_flops(model, flop_example, train=True) if mode == "train" else forward_flops
+        forward_flops = count_flops(model, flop_example)
+    flops = forward_flops * (TRAIN_FLOPS_PER_FORWARD if mode == "train" else 1)
     runtime = RUNTIMES[config.runtime]
     if mode == "inference":
         model.eval()
@@ -478,7 +479,7 @@ def _run_group(
             for _ in range(config.warmup):
                 step()
             _sync(device)
-            result["_step"], result["_times"] = step, []
+            result["_step"], result["_times"], result["_cpu"] = step, [], []
         except LitvitError:
             raise
         except _Skip as err:
@@ -498,11 +499,12 @@ def _run_group(
                 continue
             try:
                 _sync(device)
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 for _ in range(config.steps):
                     result["_step"]()
                 _sync(device)
                 result["_times"].append((time.perf_counter() - start) / config.steps)
+                result["_cpu"].append((time.process_time() - cpu_start) / config.steps)
             except Exception as err:  # noqa: BLE001
                 result.update(status="oom" if _is_oom(err) else "error", error=f"{type(err).__name__}: {err}".splitlines()[0])
         times = ", ".join(f"{r['model']} {1e3 * r['_times'][-1]:.0f} ms" for r in live if r["status"] == "ok" and r["_times"])
@@ -511,9 +513,11 @@ def _run_group(
     for result in entries:
         result.pop("_step", None)
         times = result.pop("_times", None)
+        cpu_times = result.pop("_cpu", None)
         if result["status"] == "ok" and times:
             median = statistics.median(times)
             result.update(
+                cpu_ms=1e3 * statistics.median(cpu_times),
                 step_ms=1e3 * median,
                 step_ms_min=1e3 * min(times),
                 step_ms_max=1e3 * max(times),
@@ -580,7 +584,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 def format_table(report: Dict[str, Any]) -> str:
     """The results as a fixed-width text table, plus the matmul peak if measured."""
-    header = ["model", "mode", "img", "batch", "step ms", "spread", "img/s", "GMACs", "GFLOP/s", "%peak", "peak MB", "status"]
+    header = ["model", "mode", "img", "batch", "step ms", "spread", "cpu ms", "img/s", "GMACs", "GFLOP/s", "%peak", "peak MB", "status"]
     rows = []
     for r in report["results"]:
         rows.append(
@@ -591,6 +595,7 @@ def format_table(report: Dict[str, Any]) -> str:
                 str(r["batch_size"]),
                 _fmt(r["step_ms"], ".1f"),
                 "-" if r["spread_pct"] is None else f"{r['spread_pct']:.0f}%",
+                _fmt(r["cpu_ms"], ".0f"),
                 _fmt(r["img_per_s"], ".2f"),
                 _fmt(r["gmacs"], ".2f"),
                 _fmt(r["achieved_gflops"], ".1f"),
