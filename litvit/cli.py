@@ -15,6 +15,8 @@ from .errors import LitvitError
 
 # Order is the order shown by ``litvit --help``.
 COMMAND_MODULES = [
+    "litvit.classification.cli",
+    "litvit.demo",
     "litvit.benchmark_cli",
     "litvit.data.cli",
     "litvit.info",

@@ -1,0 +1,151 @@
+"""Training configuration: one dataclass, the released recipes as per-model defaults, presets.
+
+Resolution order (later wins): field defaults < preset and per-model recipe < YAML file
+(``--config``) < command-line options. See :func:`litvit.engine.config.build_config`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+from ..engine.config import build_config
+
+__all__ = ["TrainConfig", "recipe_defaults", "PRESETS", "resolve_train_config"]
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata=dict(help=help, **meta))
+    return field(default=default, metadata=dict(help=help, **meta))
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data_dir: Optional[str] = _f(None, "image folder with <train-split>/<class>/* and <val-split>/<class>/*")
+    train_split: str = _f("train", "training split folder name")
+    val_split: str = _f("val", "validation split folder name ('' to skip evaluation)")
+    output: str = _f("runs/classify", "run directory (checkpoints, metrics.jsonl, config.yaml, curves.png)")
+    strict: bool = _f(False, "stop at the first unreadable image instead of skipping it")
+    # model
+    model: str = _f("lit_ti", "lit_ti, lit_s, lit_m, lit_b or any timm model name")
+    model_kwargs: Dict[str, Any] = _f({}, "extra model arguments as YAML, e.g. '{embed_dims: [32, 64, 128, 160]}'")
+    num_classes: Optional[int] = _f(None, "class count (default: number of class folders)")
+    img_size: int = _f(224, "training and evaluation resolution (LIT: a multiple of 32)")
+    drop_path: Optional[float] = _f(None, "stochastic depth rate (default: the model's recipe)")
+    drop: float = _f(0.0, "dropout before the classifier")
+    init_checkpoint: Optional[str] = _f(None, "start from these weights (released or litvit); new class count -> new classifier")
+    init_use_ema: bool = _f(False, "take the EMA weights of --init-checkpoint")
+    preset: str = _f("imagenet", "recipe: 'imagenet' (the released one) or 'finetune'", choices=("imagenet", "finetune"))
+    # schedule and optimiser
+    epochs: int = _f(300, "training epochs")
+    batch_size: int = _f(128, "images per process per step (global batch = this x processes x accum-steps)")
+    accum_steps: int = _f(1, "gradient accumulation steps")
+    opt: str = _f("adamw", "timm optimiser name")
+    opt_eps: float = _f(1e-8, "optimiser epsilon")
+    opt_betas: Tuple[float, ...] = _f((0.9, 0.999), "optimiser betas")
+    momentum: float = _f(0.9, "momentum (SGD-like optimisers)")
+    weight_decay: float = _f(0.05, "weight decay (not on biases, norms, position tables, class token)")
+    lr: Optional[float] = _f(None, "peak learning rate (default: base-lr x global batch / 512)")
+    base_lr: float = _f(5e-4, "learning rate per 512 images of global batch")
+    min_lr: Optional[float] = _f(None, "final learning rate of the cosine")
+    warmup_lr: Optional[float] = _f(None, "learning rate at the start of warm-up")
+    scale_min_lr: Optional[bool] = _f(None, "multiply min-lr and warmup-lr by global batch / 512 (LIT-S/M/B recipe)")
+    warmup_epochs: Optional[float] = _f(None, "linear warm-up length in epochs")
+    sched: str = _f("cosine", "learning-rate schedule", choices=("cosine", "constant"))
+    sched_per_step: bool = _f(True, "update the learning rate every optimiser step (else once per epoch, as released)")
+    offset_lr_scale: float = _f(0.01, "learning-rate factor of the DTM offset convolutions")
+    clip_grad: Optional[float] = _f(None, "gradient-norm clipping (default: 5.0 for LIT-S/M/B, none for LIT-Ti)")
+    # augmentation (train) and evaluation transform
+    no_aug: bool = _f(False, "no augmentation beyond resize and crop")
+    scale: Tuple[float, ...] = _f((0.08, 1.0), "random-resized-crop area range")
+    ratio: Tuple[float, ...] = _f((3 / 4, 4 / 3), "random-resized-crop aspect range")
+    hflip: float = _f(0.5, "horizontal flip probability")
+    vflip: float = _f(0.0, "vertical flip probability")
+    auto_augment: Optional[str] = _f("rand-m9-mstd0.5-inc1", "timm auto-augment policy ('none' to disable)")
+    color_jitter: float = _f(0.4, "colour jitter (timm applies it only without auto-augment)")
+    train_interpolation: str = _f("bicubic", "interpolation of training crops")
+    reprob: float = _f(0.25, "random erasing probability")
+    remode: str = _f("pixel", "random erasing fill", choices=("const", "rand", "pixel"))
+    recount: int = _f(1, "random erasing regions")
+    mixup: float = _f(0.8, "Mixup alpha (0 disables)")
+    cutmix: float = _f(1.0, "CutMix alpha (0 disables)")
+    mixup_prob: float = _f(1.0, "probability of applying Mixup or CutMix to a batch")
+    mixup_switch_prob: float = _f(0.5, "probability of CutMix instead of Mixup")
+    mixup_mode: str = _f("batch", "Mixup granularity", choices=("batch", "pair", "elem"))
+    smoothing: float = _f(0.1, "label smoothing")
+    interpolation: str = _f("bicubic", "interpolation of the evaluation resize")
+    crop_pct: float = _f(0.875, "evaluation centre-crop ratio (224 / 256)")
+    mean: Tuple[float, ...] = _f((0.485, 0.456, 0.406), "normalisation mean")
+    std: Tuple[float, ...] = _f((0.229, 0.224, 0.225), "normalisation std")
+    # EMA
+    model_ema: bool = _f(False, "keep an exponential moving average of the weights")
+    model_ema_decay: float = _f(0.99996, "EMA decay per optimiser step")
+    # hardware
+    device: str = _f("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    amp: str = _f("auto", "autocast dtype: 'auto' (bf16 on CUDA if supported, else none), 'bf16', 'fp16', 'none'",
+                  choices=("auto", "bf16", "fp16", "none"))
+    grad_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
+    compile: bool = _f(False, "torch.compile the model")
+    channels_last: bool = _f(False, "channels-last memory format (helps convolutions on recent GPUs)")
+    sync_bn: bool = _f(False, "synchronise BatchNorm statistics across processes (CUDA)")
+    workers: int = _f(8, "data-loader worker processes per training process")
+    pin_memory: bool = _f(True, "pinned host memory for faster copies to the GPU")
+    persistent_workers: bool = _f(True, "keep loader workers alive between epochs")
+    prefetch_factor: int = _f(2, "batches prefetched per worker")
+    threads: Optional[int] = _f(None, "CPU threads for torch (default: torch's choice)")
+    # bookkeeping
+    seed: int = _f(0, "random seed (data order, augmentation, initialisation)")
+    deterministic: bool = _f(False, "deterministic algorithms (slower; for exact reproducibility)")
+    resume: Optional[str] = _f(None, "'auto' (newest complete checkpoint in the run directory) or a checkpoint path")
+    save_every_steps: int = _f(0, "also checkpoint every N optimiser steps (0: once per epoch only)")
+    keep_last: int = _f(2, "periodic checkpoints to keep (best.pth is kept in addition)")
+    eval_every: int = _f(1, "evaluate every N epochs (and after the last)")
+    eval_batch_size: Optional[int] = _f(None, "evaluation batch size per process (default: 2 x batch-size)")
+    progress: str = _f("auto", "progress display", choices=("auto", "bar", "lines", "none"))
+
+
+# The released recipes (see the reference table). Values are absolute unless scale_min_lr.
+_RECIPES: Dict[str, Dict[str, Any]] = {
+    "lit_ti": dict(drop_path=0.1, min_lr=1e-5, warmup_lr=1e-6, scale_min_lr=False, warmup_epochs=5, clip_grad=None),
+    "lit_s": dict(drop_path=0.2, min_lr=5e-6, warmup_lr=5e-7, scale_min_lr=True, warmup_epochs=20, clip_grad=5.0),
+    "lit_m": dict(drop_path=0.3, min_lr=5e-6, warmup_lr=5e-7, scale_min_lr=True, warmup_epochs=20, clip_grad=5.0),
+    "lit_b": dict(drop_path=0.5, min_lr=5e-6, warmup_lr=5e-7, scale_min_lr=True, warmup_epochs=20, clip_grad=5.0),
+}
+# Non-LIT timm models get DeiT's defaults.
+_GENERIC_RECIPE = dict(drop_path=0.1, min_lr=1e-5, warmup_lr=1e-6, scale_min_lr=False, warmup_epochs=5, clip_grad=None)
+
+# Fine-tuning from a pre-trained checkpoint: a tenth of the learning rate, one warm-up epoch,
+# no Mixup/CutMix (they slow convergence on small datasets), lighter regularisation.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "imagenet": {},
+    "finetune": dict(
+        epochs=30,
+        base_lr=5e-5,
+        min_lr=1e-6,
+        warmup_lr=1e-7,
+        scale_min_lr=False,
+        warmup_epochs=1,
+        mixup=0.0,
+        cutmix=0.0,
+        drop_path=0.1,
+        weight_decay=0.05,
+    ),
+}
+
+
+def recipe_defaults(model: str, preset: str = "imagenet") -> Dict[str, Any]:
+    """Defaults of ``model`` under ``preset`` (the released recipe for ``'imagenet'``)."""
+    values = dict(_RECIPES.get(model, _GENERIC_RECIPE))
+    values.update(PRESETS[preset])
+    return values
+
+
+def resolve_train_config(args: Any = None, yaml_path: Optional[str] = None, **overrides: Any) -> TrainConfig:
+    """A :class:`TrainConfig` from parsed command-line ``args``, a YAML file and keyword overrides."""
+
+    def defaults(user: Dict[str, Any]) -> Dict[str, Any]:
+        return recipe_defaults(user.get("model", "lit_ti"), user.get("preset", "imagenet"))
+
+    return build_config(TrainConfig, args, defaults_fn=defaults, yaml_path=yaml_path, overrides=overrides or None)

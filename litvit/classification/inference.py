@@ -1,0 +1,195 @@
+"""Loading a trained classifier (litvit or released checkpoint), evaluating it on a folder,
+and predicting the classes of image files."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from ..checkpoint import extract_state_dict, load_model_weights, read_checkpoint
+from ..engine.distributed import cleanup, init_distributed
+from ..engine.samplers import EvalDistributedSampler
+from ..errors import CheckpointError, DataError
+from .build import amp_dtype_for
+from .config import TrainConfig
+from .data import ImageFolderDataset, build_transforms, collate_with_flags, load_image, scan_image_folder
+from .engine import autocast_context, evaluate
+
+__all__ = ["LoadedClassifier", "load_classifier", "evaluate_checkpoint", "predict_images", "imagenet_class_names"]
+
+
+@dataclass
+class LoadedClassifier:
+    model: nn.Module
+    cfg: TrainConfig
+    class_names: Optional[List[str]]
+    num_classes: int
+    source: str
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+def imagenet_class_names() -> List[str]:
+    """The 1000 ImageNet-1k class descriptions, from timm's bundled (offline) metadata."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i) for i in range(info.num_classes())]
+
+
+def _head_classes(state_dict: Dict[str, torch.Tensor], classifier: str = "head") -> Optional[int]:
+    weight = state_dict.get(f"{classifier}.weight")
+    if weight is None:
+        # released LIT-Ti / other layouts: any 2-d weight whose name ends in head.weight
+        for key, value in state_dict.items():
+            if key.endswith("head.weight") and value.ndim == 2:
+                weight = value
+                break
+    return int(weight.shape[0]) if weight is not None else None
+
+
+def load_classifier(
+    checkpoint: Union[str, os.PathLike],
+    model: Optional[str] = None,
+    img_size: Optional[int] = None,
+    use_ema: bool = False,
+    model_kwargs: Optional[Dict[str, Any]] = None,
+) -> LoadedClassifier:
+    """A model ready for evaluation from a litvit training checkpoint (architecture, image size and
+    class names are recorded in it) or a released/timm state dict (``model`` must be named;
+    the class count is read from the classifier weights)."""
+    from ..factory import create_model
+    from ..models import LIT, LIT_MODELS, checkpoint_filter_fn
+
+    raw = read_checkpoint(checkpoint)
+    recorded = raw.get("config") if isinstance(raw, dict) and isinstance(raw.get("config"), dict) else None
+    fields = set(TrainConfig.__dataclass_fields__)
+    cfg = TrainConfig(**{k: (tuple(v) if isinstance(v, list) and k not in ("model_kwargs",) else v)
+                         for k, v in (recorded or {}).items() if k in fields})
+    if model is not None:
+        if recorded is not None and model != cfg.model:
+            raise CheckpointError(f"checkpoint {checkpoint} holds a {cfg.model} model, not {model}")
+        cfg.model = model
+    elif recorded is None:
+        raise CheckpointError(f"checkpoint {checkpoint} does not record its architecture; name it with --model (e.g. lit_ti)")
+    if img_size is not None:
+        cfg.img_size = img_size
+    if model_kwargs:
+        cfg.model_kwargs = {**cfg.model_kwargs, **model_kwargs}
+    state_dict = extract_state_dict(raw, use_ema=use_ema)
+    num_classes = raw.get("num_classes") if isinstance(raw, dict) and "num_classes" in raw else None
+    num_classes = num_classes or _head_classes(state_dict) or 1000
+    kwargs = dict(num_classes=num_classes, **(cfg.model_kwargs or {}))
+    if cfg.model in LIT_MODELS:
+        kwargs["img_size"] = cfg.img_size
+    net = create_model(cfg.model, **kwargs)
+    if isinstance(net, LIT):
+        state_dict = checkpoint_filter_fn(state_dict, net)
+    load_model_weights(net, state_dict, source=f"checkpoint {checkpoint}")
+    net.eval()
+    class_names = list(raw["class_names"]) if isinstance(raw, dict) and raw.get("class_names") else None
+    return LoadedClassifier(net, cfg, class_names, num_classes, str(checkpoint),
+                            extra={"epoch": raw.get("epoch") if isinstance(raw, dict) else None})
+
+
+def evaluate_checkpoint(
+    checkpoint: Union[str, os.PathLike],
+    data_dir: Union[str, os.PathLike],
+    split: str = "val",
+    model: Optional[str] = None,
+    img_size: Optional[int] = None,
+    batch_size: int = 100,
+    workers: int = 4,
+    device: Optional[str] = None,
+    amp: str = "auto",
+    use_ema: bool = False,
+    strict: bool = False,
+    progress_kwargs: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Top-1, top-5 and loss of ``checkpoint`` on ``data_dir/split`` with the released evaluation
+    transform (resize ``img_size / crop_pct``, bicubic, centre crop). Runs distributed under
+    ``torchrun`` (each image evaluated once, sums reduced over processes)."""
+    ctx = init_distributed(device)
+    try:
+        loaded = load_classifier(checkpoint, model=model, img_size=img_size, use_ema=use_ema)
+        if loaded.class_names is not None:
+            samples, class_names = scan_image_folder(data_dir, split, loaded.class_names)
+        else:
+            samples, class_names = scan_image_folder(data_dir, split)
+            if len(class_names) != loaded.num_classes:
+                raise DataError(
+                    f"checkpoint {checkpoint} has {loaded.num_classes} classes but {Path(data_dir) / split} "
+                    f"has {len(class_names)} class folders"
+                )
+        dataset = ImageFolderDataset(samples, class_names, transform=build_transforms(loaded.cfg, False),
+                                     strict=strict, on_bad="mask")
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=EvalDistributedSampler(len(dataset), ctx.world_size, ctx.rank),
+            num_workers=workers,
+            collate_fn=collate_with_flags,
+            pin_memory=ctx.device.type == "cuda",
+        )
+        net = loaded.model.to(ctx.device)
+        stats = evaluate(net, loader, ctx.device, amp_dtype_for(amp, ctx.device), progress_kwargs=progress_kwargs)
+        stats.update(checkpoint=str(checkpoint), model=loaded.cfg.model, split=str(Path(data_dir) / split),
+                     img_size=loaded.cfg.img_size, world_size=ctx.world_size)
+        return stats
+    finally:
+        cleanup()
+
+
+@torch.no_grad()
+def predict_images(
+    loaded: LoadedClassifier,
+    images: Sequence[Union[str, os.PathLike]],
+    topk: int = 5,
+    device: Optional[str] = None,
+    batch_size: int = 32,
+) -> List[Dict[str, Any]]:
+    """Top-``topk`` classes of each image: ``[{"image", "top": [{"index", "name", "prob"}, ...]}]``.
+
+    Names come from the checkpoint's recorded class folders, else ImageNet's for 1000 classes,
+    else the index.
+    """
+    from ..engine.distributed import resolve_device
+
+    dev = resolve_device(device)
+    names = loaded.class_names
+    if names is None and loaded.num_classes == 1000:
+        names = imagenet_class_names()
+    transform = build_transforms(loaded.cfg, False)
+    net = loaded.model.to(dev).eval()
+    k = max(1, min(topk, loaded.num_classes))
+    results: List[Dict[str, Any]] = []
+    paths = [Path(p) for p in images]
+    for p in paths:
+        if not p.is_file():
+            raise DataError(f"image not found: {p}")
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        batch = []
+        for p in chunk:
+            try:
+                batch.append(transform(load_image(p)))
+            except Exception as err:
+                raise DataError(f"cannot read image {p}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        x = torch.stack(batch).to(dev)
+        with autocast_context(dev, amp_dtype_for("auto", dev)):
+            logits = net(x)
+        probs = logits.float().softmax(dim=1)
+        top = probs.topk(k, dim=1)
+        for p, values, indices in zip(chunk, top.values.tolist(), top.indices.tolist()):
+            results.append({
+                "image": str(p),
+                "top": [
+                    {"index": i, "name": names[i] if names is not None else str(i), "prob": v}
+                    for v, i in zip(values, indices)
+                ],
+            })
+    return results
