@@ -28,7 +28,7 @@ from timm.models._manipulate import checkpoint_seq
 
 from ..ops.deform import deform_sample2x2
 
-__all__ = ["LIT", "DeformableTokenMerging", "checkpoint_filter_fn", "MODEL_CONFIGS"]
+__all__ = ["LIT", "DeformableTokenMerging", "checkpoint_filter_fn", "set_reference_path", "MODEL_CONFIGS"]
 
 
 class PatchEmbed(nn.Module):
@@ -55,6 +55,8 @@ class DeformableTokenMerging(nn.Module):
     extension is needed. ``proj`` only holds the deformable kernel's weight and bias.
     """
 
+    use_reference: bool = False
+
     def __init__(self, in_chans: int, out_chans: int):
         super().__init__()
         self.offset_conv = nn.Conv2d(in_chans, 8, kernel_size=2, stride=2)
@@ -76,6 +78,8 @@ class DeformableTokenMerging(nn.Module):
         Returns the merged tokens, the new grid size and the predicted offsets
         (``B x 8 x H/2 x W/2``; channel ``2k`` row and ``2k+1`` column shift of tap ``k``).
         """
+        if self.use_reference:
+            return self.forward_reference(x, grid)
         batch, _, channels = x.shape
         height, width = grid
         # Viewing the tokens as a channels-last NCHW map costs no copy.
@@ -92,6 +96,35 @@ class DeformableTokenMerging(nn.Module):
         out = self.act(self.norm(out))
         out = out.permute(0, 2, 3, 1).reshape(batch, out_h * out_w, -1)
         return out, (out_h, out_w), offset
+
+    def forward_reference(
+        self, x: torch.Tensor, grid: Tuple[int, int]
+    ) -> Tuple[torch.Tensor, Tuple[int, int], torch.Tensor]:
+        """The released formulation, kept to check the fast path against: a contiguous NCHW map
+        through ``torchvision.ops.deform_conv2d``, BatchNorm and GELU, then back to tokens."""
+        from torchvision.ops import deform_conv2d
+
+        batch, _, channels = x.shape
+        x = x.transpose(1, 2).reshape(batch, channels, grid[0], grid[1]).contiguous()
+        offset = self.offset_conv(x)
+        out = deform_conv2d(x, offset, self.proj.weight, self.proj.bias, stride=2)
+        out = self.act(self.norm(out))
+        out_h, out_w = out.shape[-2:]
+        return out.flatten(2).transpose(1, 2), (out_h, out_w), offset
+
+
+def set_reference_path(model: nn.Module, enable: bool = True) -> nn.Module:
+    """Run ``model``'s LIT parts on their reference implementations (explicit softmax attention,
+    torchvision's deformable convolution in DTM) or, with ``enable=False``, on the fast ones.
+
+    The reference path is slower; it exists so tests and users can check the fast path's output.
+    """
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.fused_attn = False if enable else use_fused_attn()
+        elif isinstance(module, DeformableTokenMerging):
+            module.use_reference = enable
+    return model
 
 
 def relative_position_index(height: int, width: int, device: Optional[torch.device] = None) -> torch.Tensor:

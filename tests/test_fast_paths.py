@@ -1,0 +1,150 @@
+"""The fast paths (SDPA attention, token-layout DTM) equal the reference paths (explicit softmax
+attention, torchvision's deformable convolution), and the models trace with no graph break."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from litvit.models import set_reference_path
+from litvit.models.lit import Attention, DeformableTokenMerging
+
+
+def _randomise_offsets(model: torch.nn.Module, scale: float = 0.5) -> torch.nn.Module:
+    """Untrained DTMs sample the regular grid; give them real, fractional offsets."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, DeformableTokenMerging):
+                weight = module.offset_conv.weight
+                weight.copy_(torch.randn(weight.shape, generator=generator) * scale / weight[0].numel() ** 0.5)
+                module.offset_conv.bias.copy_(torch.randn(8, generator=generator) * scale)
+    return model
+
+
+def _pair(tiny_lit, name: str, **kwargs):
+    fast = _randomise_offsets(tiny_lit(name, **kwargs))
+    reference = set_reference_path(copy.deepcopy(fast))
+    return fast, reference
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def test_reference_switch_changes_the_implementation(tiny_lit):
+    fast, reference = _pair(tiny_lit, "lit_s")
+    attn = [m for m in fast.modules() if isinstance(m, Attention)]
+    ref_attn = [m for m in reference.modules() if isinstance(m, Attention)]
+    assert attn and all(m.fused_attn for m in attn)
+    assert all(not m.fused_attn for m in ref_attn)
+    assert all(m.use_reference for m in reference.modules() if isinstance(m, DeformableTokenMerging))
+    set_reference_path(reference, False)
+    assert all(m.fused_attn for m in ref_attn)
+    assert not any(m.use_reference for m in reference.modules() if isinstance(m, DeformableTokenMerging))
+
+
+@pytest.mark.parametrize("rel_pos", [True, False], ids=["rel-bias", "no-bias"])
+@pytest.mark.parametrize("grid", [(4, 4), (3, 5)], ids=["train-grid", "other-grid"])
+def test_attention_fast_equals_reference_float32(rel_pos, grid):
+    torch.manual_seed(0)
+    attn = Attention(40, 5, rel_pos_grid=(4, 4) if rel_pos else None)
+    x = torch.randn(3, grid[0] * grid[1], 40)
+    attn.fused_attn = True
+    fast = attn(x, grid)
+    attn.fused_attn = False
+    reference = attn(x, grid)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_gradients_fast_equal_reference():
+    torch.manual_seed(0)
+    attn = Attention(40, 5, rel_pos_grid=(4, 4))
+    x = torch.randn(2, 16, 40, requires_grad=True)
+    grads = []
+    for fused in (True, False):
+        attn.fused_attn = fused
+        attn.zero_grad(set_to_none=True)
+        x.grad = None
+        attn(x, (4, 4)).square().sum().backward()
+        grads.append((x.grad.clone(), attn.relative_position_bias_table.grad.clone(), attn.qkv.weight.grad.clone()))
+    for fast, reference in zip(*grads):
+        torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_bfloat16_within_tolerance():
+    torch.manual_seed(0)
+    attn = Attention(64, 4, rel_pos_grid=(6, 6))
+    x = torch.randn(2, 36, 64)
+    attn.fused_attn = False
+    reference = attn(x, (6, 6))
+    attn.fused_attn = True
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = attn(x, (6, 6))
+    assert fast.dtype == torch.bfloat16
+    assert _rel_err(fast, reference) < 2e-2
+
+
+def test_dtm_fast_equals_reference_float32_and_bfloat16():
+    torch.manual_seed(0)
+    dtm = _randomise_offsets(DeformableTokenMerging(16, 24)).eval()
+    x = torch.randn(2, 10 * 12, 16, requires_grad=True)
+    out, grid, offset = dtm(x, (10, 12))
+    dtm.use_reference = True
+    ref_out, ref_grid, ref_offset = dtm(x, (10, 12))
+    assert grid == ref_grid == (5, 6)
+    assert offset.abs().max() > 0.1  # offsets really move the samples
+    torch.testing.assert_close(offset, ref_offset)
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
+    (grad_fast,) = torch.autograd.grad(out.square().sum(), x)
+    (grad_ref,) = torch.autograd.grad(ref_out.square().sum(), x)
+    torch.testing.assert_close(grad_fast, grad_ref, rtol=1e-4, atol=1e-5)
+    dtm.use_reference = False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16_out, _, _ = dtm(x, (10, 12))
+    assert _rel_err(bf16_out, ref_out) < 2e-2
+
+
+@pytest.mark.parametrize("name", ["lit_ti", "lit_s"])
+def test_whole_model_fast_equals_reference(tiny_lit, name):
+    fast, reference = _pair(tiny_lit, name)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        out_fast, offsets_fast = fast.forward_with_offsets(x)
+        out_ref, offsets_ref = reference.forward_with_offsets(x)
+        # A size other than the training size exercises the resized position tables too.
+        big = torch.randn(1, 3, 96, 64)
+        torch.testing.assert_close(fast(big), reference(big), rtol=1e-4, atol=1e-4)
+    assert max(o.abs().max().item() for o in offsets_ref) > 0.1
+    torch.testing.assert_close(out_fast, out_ref, rtol=1e-4, atol=1e-4)
+    for a, b in zip(offsets_fast, offsets_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out_bf16 = fast(x)
+    assert _rel_err(out_bf16, out_ref) < 5e-2
+
+
+def test_whole_model_training_gradients_fast_equal_reference(tiny_lit):
+    fast, reference = _pair(tiny_lit, "lit_s")
+    fast.train()
+    reference.train()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    for model in (fast, reference):
+        model(x).square().mean().backward()
+    fast_grads = dict(fast.named_parameters())
+    for name, param in reference.named_parameters():
+        torch.testing.assert_close(fast_grads[name].grad, param.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("name", ["lit_ti", "lit_s"], ids=["abs-pos+cls (lit_ti)", "rel-bias (lit_s/m/b)"])
+def test_compiles_without_graph_breaks(tiny_lit, name):
+    # lit_m and lit_b are lit_s's code path with other widths and depths. fullgraph=True makes
+    # any graph break an error. Dynamo's tracing is what finds graph breaks; the eager backend
+    # skips Inductor's code generation, which takes minutes on a 2-core machine.
+    torch._dynamo.reset()
+    model = tiny_lit(name)
+    x = torch.randn(2, 3, 64, 64)
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x))
