@@ -414,6 +414,24 @@ def test_cli_train_eval_predict(shapes_data, tmp_path, capsys):
     assert "COCO bbox" in printed and "COCO segm" in printed and "Average Precision" in printed
     result = json.loads(out_json.read_text())
     assert set(result["metrics"]) == {"bbox", "segm"} and result["images"] == 3
+    # Two processes (gloo) gather their detections to rank 0: the same numbers as one process.
+    import os
+    import subprocess
+    import sys
+
+    ddp_json = tmp_path / "eval_ddp.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "litvit.cli", "detect", "eval", "--checkpoint", str(run / "best.pth"), "--data-root", str(shapes_data),
+         "--output", str(ddp_json), "--workers", "0", "--device", "cpu"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ddp = json.loads(ddp_json.read_text())
+    assert ddp["detections"] == result["detections"]
+    for iou_type in ("bbox", "segm"):
+        assert ddp["metrics"][iou_type] == pytest.approx(result["metrics"][iou_type])
     pred_dir = tmp_path / "pred"
     assert main(["detect", "predict", "--checkpoint", str(run / "best.pth"), str(shapes_data / "images" / "val"),
                  "--output-dir", str(pred_dir), "--score-thresh", "0.0", "--device", "cpu"]) == 0

@@ -192,6 +192,7 @@ def train(cfg: DetectTrainConfig) -> Dict[str, Any]:
 
 
 def _train(cfg: DetectTrainConfig, ctx) -> Dict[str, Any]:
+    get_logger()  # now that the rank is known: INFO on rank 0 only
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = ctx.device
@@ -329,7 +330,7 @@ def _train(cfg: DetectTrainConfig, ctx) -> Dict[str, Any]:
                 sums[k] = sums.get(k, 0.0) + v.detach().float()
             sums["loss"] = sums.get("loss", 0.0) + loss.detach().float()
             count += 1
-            bar.set_postfix(loss=loss.item(), lr=optimizer.param_groups[-1]["lr"])
+            bar.set_postfix(loss=loss.item(), lr=_main_lr(optimizer))
             if cfg.log_every and global_step % cfg.log_every == 0:
                 metrics_log.log(kind="step", epoch=epoch + 1, global_step=global_step, lr=_main_lr(optimizer),
                                 **{k: v.item() for k, v in losses.items()}, loss=loss.item())
@@ -346,6 +347,11 @@ def _train(cfg: DetectTrainConfig, ctx) -> Dict[str, Any]:
 
         is_best = False
         if val_set is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+            if ctx.is_distributed:
+                # Every rank's BatchNorm statistics drift after DDP's per-step broadcast; evaluate
+                # all shares with rank 0's, which are the ones the checkpoint keeps.
+                for buffer in unwrap_model(model).buffers():
+                    torch.distributed.broadcast(buffer, src=0)
             metrics = evaluate_detector(model, val_set, device, cfg.eval_batch_size, cfg.workers, amp_dtype, verbose=ctx.is_main)
             if ctx.is_main and metrics is not None:
                 last_metrics = metrics

@@ -118,9 +118,11 @@ def has_masks(model: nn.Module) -> bool:
 
 
 def format_summary(metrics: Dict[str, Dict[str, float]]) -> str:
-    """One line per IoU type: ``bbox AP 41.6 AP50 ...`` (percent)."""
+    """One line per IoU type: ``bbox AP 41.6 AP50 ...`` (percent; ``n/a`` where COCOeval has no
+    ground truth, e.g. no large objects)."""
     return "\n".join(
-        f"{t}: " + " ".join(f"{k} {100 * v:.1f}" for k, v in m.items()) for t, m in metrics.items()
+        f"{t}: " + " ".join(f"{k} {100 * v:.1f}" if v >= 0 else f"{k} n/a" for k, v in m.items())
+        for t, m in metrics.items()
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
@@ -27,7 +28,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.retinanet import RetinaNetHead
-from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
 from ..factory import create_backbone
@@ -162,6 +163,7 @@ def retinanet_lit(
     norm_eval: bool = False,
     fpn_channels: int = 256,
     head_convs: int = 4,
+    head_norm: bool = False,
     octave_base_scale: float = 4.0,
     min_size: int = 800,
     max_size: int = 1333,
@@ -178,6 +180,8 @@ def retinanet_lit(
         norm_eval: keep the DTM BatchNorms in eval mode while training.
         fpn_channels, head_convs, octave_base_scale: 256, 4 and 4 as released; smaller values
             suit small images and quick experiments.
+        head_norm: GroupNorm (32 groups) in the head convolutions, as torchvision's RetinaNet v2
+            (not in the released recipe; it speeds up training from scratch).
         min_size, max_size: resize range of torchvision's ``GeneralizedRCNNTransform``; the
             resized batch is padded to a multiple of 32, as LIT requires.
         backbone_kwargs: extra options for the LIT trunk (``drop_path_rate``, ``embed_dims``, ...).
@@ -195,7 +199,12 @@ def retinanet_lit(
         norm_eval=norm_eval,
     )
     anchor_generator = retinanet_anchor_generator(octave_base_scale)
-    head = RetinaNetHead(fpn_channels, anchor_generator.num_anchors_per_location()[0], num_classes)
+    head = RetinaNetHead(
+        fpn_channels,
+        anchor_generator.num_anchors_per_location()[0],
+        num_classes,
+        norm_layer=partial(nn.GroupNorm, 32) if head_norm else None,
+    )
     if head_convs != 4:
         _trim_head_convs(head, head_convs)
     head.regression_head._loss_type = "l1"
@@ -258,6 +267,9 @@ def mask_rcnn_lit(
     kwargs.setdefault(
         "rpn_anchor_generator", AnchorGenerator(tuple((float(s),) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * 5)
     )
+    # RoIAlign with adaptive sampling (sampling_ratio 0), as in the released mmdetection config.
+    kwargs.setdefault("box_roi_pool", MultiScaleRoIAlign(["0", "1", "2", "3"], 7, sampling_ratio=0))
+    kwargs.setdefault("mask_roi_pool", MultiScaleRoIAlign(["0", "1", "2", "3"], 14, sampling_ratio=0))
     # Heads built here (with torchvision's default layout) so that their widths can shrink.
     kwargs.setdefault("box_head", TwoMLPHead(fpn_channels * 7 * 7, box_head_dim))
     kwargs.setdefault("box_predictor", FastRCNNPredictor(box_head_dim, num_classes + 1))
