@@ -32,6 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+# Cheap here: importing the litvit package has already imported torch.
+import torch
+import torch.nn as nn
+
 from .errors import LitvitError, MissingExtraError
 
 PathLike = Union[str, os.PathLike]
@@ -49,6 +53,8 @@ __all__ = [
     "verify_program",
     "export_model",
     "build_export_model",
+    "DetectorDenseOutputs",
+    "onnxruntime_runner",
     "add_parser",
 ]
 
@@ -148,7 +154,31 @@ def export_program(
         spec[2] = divisor * Dim("height_blocks", min=1, max=8192 // divisor)
         spec[3] = divisor * Dim("width_blocks", min=1, max=8192 // divisor)
     with _export_mode(model), torch.no_grad():
-        return torch.export.export(model, (example,), dynamic_shapes=({**spec},) if spec else None, strict=False)
+        program = torch.export.export(model, (example,), dynamic_shapes=({**spec},) if spec else None, strict=False)
+    fixed = [name for dim, name in ((0, "batch"), (2, "height"), (3, "width")) if dim in spec and not _is_dynamic(program, dim)]
+    if fixed:
+        # torch.export may narrow a dynamic dimension to the example's value instead of failing,
+        # e.g. when a feature map of the example is 1 pixel wide; the graph would be wrong elsewhere.
+        raise ExportError(
+            f"exporting at {example.shape[-2]}x{example.shape[-1]} fixes the {' and '.join(fixed)}; "
+            "export with a larger example image (--img-size)"
+        )
+    return program
+
+
+def _is_dynamic(program: Any, dim: int) -> bool:
+    """Whether dimension ``dim`` of the program's first user input stayed symbolic with a range."""
+    placeholders = [n for n in program.graph_module.graph.nodes if n.op == "placeholder"]
+    user_inputs = set(program.graph_signature.user_inputs)
+    node = next(n for n in placeholders if n.name in user_inputs)
+    size = node.meta["val"].shape[dim]
+    if not isinstance(size, torch.SymInt):
+        return False
+    for symbol in size.node.expr.free_symbols:
+        bounds = program.range_constraints.get(symbol)
+        if bounds is not None and bounds.lower == bounds.upper:
+            return False
+    return True
 
 
 def _tmp_beside(path: Path, suffix: str) -> Path:
@@ -436,8 +466,84 @@ def _raise_if_off(result: ExportResult, atol: float) -> None:
         )
 
 
+def onnxruntime_runner(
+    model: Any,
+    example: Any,
+    opset: int = DEFAULT_OPSET,
+    threads: Optional[int] = None,
+    providers: Optional[Sequence[str]] = None,
+) -> Any:
+    """Export ``model`` as :func:`export_model` does (dynamic batch and size) and return a
+    callable running it in an ONNX Runtime session: ``runner(x) -> list of numpy arrays``.
+
+    ``threads`` sets ONNX Runtime's intra-op threads (default: torch's thread count, so a
+    comparison with PyTorch on CPU uses the same cores). Used by ``litvit benchmark``.
+    """
+    require_onnx(need_exporter=opset >= DEFAULT_OPSET)
+    import onnxruntime as ort
+    import torch
+
+    example = example.detach().float().cpu().contiguous()
+    if example.shape[0] < 2:
+        example = example.expand(2, *example.shape[1:]).contiguous()
+    with tempfile.TemporaryDirectory(prefix="litvit-ort-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_onnx(model, path, example, opset=opset)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        # The session holds the graph in memory; the file can go.
+        session = ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+    input_name = session.get_inputs()[0].name
+
+    def run(x: Any) -> List[Any]:
+        return session.run(None, {input_name: x.detach().cpu().float().contiguous().numpy()})
+
+    return run
+
+
 # ----------------------------------------------------------------------------- models
-TASKS = ("classify", "segment")
+TASKS = ("classify", "segment", "detect")
+IMAGENET_MEAN_STD = {"litvit.mean": "0.485,0.456,0.406", "litvit.std": "0.229,0.224,0.225"}
+
+
+class DetectorDenseOutputs(nn.Module):
+    """The tensor-to-tensors part of a litvit (torchvision) detector, for export.
+
+    Input: the normalised batch the detector's transform produces (resized, padded to a
+    multiple of 32). Outputs, in order: for RetinaNet the per-anchor ``cls_logits``
+    (``B x A x K``, before the sigmoid) and ``bbox_regression`` (``B x A x 4`` box deltas
+    against torchvision's anchors, levels P3-P7 concatenated), then the FPN levels
+    (RetinaNet P3-P7, Mask R-CNN P2-P6). Anchor decoding, score thresholds, NMS and Mask
+    R-CNN's region stages (data-dependent box counts) stay in the caller's code.
+    """
+
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        from torchvision.models.detection import RetinaNet
+        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+
+        self.backbone = detector.backbone
+        self.head = detector.head if isinstance(detector, RetinaNet) else None
+        self.size_divisor = 32
+        in_indices = list(getattr(self.backbone, "in_indices", range(4)))
+        levels = [f"p{2 + i}" for i in in_indices]
+        extra = getattr(getattr(self.backbone, "fpn", None), "extra_blocks", None)
+        if isinstance(extra, LastLevelP6P7):
+            levels += [f"p{3 + in_indices[-1]}", f"p{4 + in_indices[-1]}"]
+        elif isinstance(extra, LastLevelMaxPool):
+            levels += [f"p{3 + in_indices[-1]}"]
+        self.output_names = (["cls_logits", "bbox_regression"] if self.head is not None else []) + levels
+        # A new module starts in training mode; this one exists for inference (and would put
+        # the detector's BatchNorms in training mode otherwise).
+        self.train(detector.training)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        features = list(self.backbone(x).values())
+        if self.head is None:
+            return tuple(features)
+        out = self.head(features)
+        return (out["cls_logits"], out["bbox_regression"], *features)
 
 
 def build_export_model(
@@ -454,6 +560,9 @@ def build_export_model(
     read from the checkpoint's ``head.weight`` (1000 without a checkpoint).
     ``segment``: Semantic FPN-LIT, from a ``litvit segment train`` checkpoint (which
     holds its own configuration) or untrained (``num_classes``, default 150).
+    ``detect``: the dense part of a RetinaNet / Mask R-CNN (:class:`DetectorDenseOutputs`),
+    from a ``litvit detect train`` checkpoint or untrained (``arch`` in ``model_kwargs``,
+    default ``retinanet``; ``num_classes`` default 80).
     """
     from .checkpoint import extract_state_dict, read_checkpoint
     from .factory import create_model
@@ -483,8 +592,27 @@ def build_export_model(
             meta["litvit.model"] = str(info.get("model_config", {}).get("model_name", model_name))
         else:
             model = semantic_fpn_lit(model_name, num_classes=150 if num_classes is None else num_classes, **model_kwargs)
-        meta["litvit.mean"] = "0.485,0.456,0.406"
-        meta["litvit.std"] = "0.229,0.224,0.225"
+        meta.update(IMAGENET_MEAN_STD)
+    elif task == "detect":
+        from .detection.engine import build_from_spec, detector_from_checkpoint
+
+        if checkpoint_path is not None:
+            if model_kwargs or num_classes is not None:
+                raise ExportError("a detection checkpoint holds its own configuration; drop --num-classes/--model-kwargs")
+            detector, _ = detector_from_checkpoint(str(checkpoint_path))
+        else:
+            arch = model_kwargs.pop("arch", "retinanet")
+            spec = dict(arch=arch, model_name=model_name, num_classes=80 if num_classes is None else num_classes,
+                        kwargs=model_kwargs)
+            detector = build_from_spec(spec)
+        model = DetectorDenseOutputs(detector.eval())
+        transform = getattr(detector, "transform", None)
+        meta["litvit.arch"] = type(detector).__name__
+        meta["litvit.outputs"] = ",".join(model.output_names)
+        for key in ("mean", "std"):
+            values = getattr(transform, f"image_{key}", None)
+            if values is not None:
+                meta[f"litvit.{key}"] = ",".join(f"{v:g}" for v in values)
     else:
         raise ExportError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     return model.eval(), meta
@@ -523,8 +651,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--model", "-m", required=True, help="lit_ti, lit_s, lit_m, lit_b (or a timm model for --task classify)")
     p.add_argument("--checkpoint", default=None, help="weights: a classification checkpoint (any supported layout) "
-                   "or, with --task segment, a 'litvit segment train' checkpoint")
-    p.add_argument("--task", choices=TASKS, default="classify", help="what to export (default classify)")
+                   "or, with --task segment / detect, a 'litvit segment train' / 'litvit detect train' checkpoint")
+    p.add_argument("--task", choices=TASKS, default="classify",
+                   help="classify: logits; segment: Semantic FPN logits at the input size; detect: RetinaNet "
+                   "per-anchor class logits and box deltas plus FPN levels, or Mask R-CNN FPN levels "
+                   "(arch=mask_rcnn in --model-kwargs); anchors, NMS and RoI stages stay outside (default classify)")
     p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="output format (default onnx)")
     p.add_argument("--out", "-o", required=True, help="output file (.onnx or .pt2)")
     p.add_argument("--img-size", type=int, nargs="+", default=[224], metavar="SIZE",
@@ -532,7 +663,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset (default {DEFAULT_OPSET}; {MIN_OPSET} and {MIN_OPSET + 1} fix the image size)")
     p.add_argument("--num-classes", type=int, default=None,
-                   help="class count (default: from the checkpoint's classifier, else 1000; 150 for --task segment)")
+                   help="class count (default: from the checkpoint's classifier, else 1000; 150 for segment, 80 for detect)")
     p.add_argument("--use-ema", action="store_true", help="export the EMA weights of a litvit training checkpoint")
     p.add_argument("--model-kwargs", nargs="*", type=_kwarg, default=[], metavar="KEY=VALUE",
                    help="extra model options, e.g. depths=(1,1,1,1) embed_dims=(16,32,40,64)")
@@ -568,6 +699,7 @@ def run(args: argparse.Namespace) -> int:
     result = export_model(
         model,
         args.out,
+        output_names=getattr(model, "output_names", ("logits",)),
         format=args.format,
         img_size=img_size,
         opset=args.opset,

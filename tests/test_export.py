@@ -183,3 +183,44 @@ def test_torch_hub_local_load(tmp_path):
         torch.testing.assert_close(loaded(x), model(x), atol=0, rtol=0)
     with pytest.raises(ValueError, match="checkpoint_path"):
         torch.hub.load(str(REPO), "lit_s", source="local", pretrained=True)
+
+
+@pytest.mark.parametrize("arch", ["retinanet", "mask_rcnn"])
+def test_detector_dense_outputs_export(arch, tmp_path):
+    # Opset 16 (traced, fixed size) keeps this cheap; the dynamic path is the one tested above.
+    from litvit.detection.models import build_detector
+    from litvit.export import DetectorDenseOutputs
+
+    torch.manual_seed(0)
+    small = dict(fpn_channels=16, backbone_kwargs=dict(TINY), min_size=64, max_size=96)
+    small.update(head_convs=1) if arch == "retinanet" else small.update(box_head_dim=16, mask_head_channels=8)
+    detector = build_detector(arch, "lit_ti", 3, **small).eval()
+    model = DetectorDenseOutputs(detector)
+    out = tmp_path / f"{arch}.onnx"
+    result = export_model(model, out, img_size=64, opset=16, batch_sizes=(1, 2), output_names=model.output_names)
+    assert result.max_abs_diff <= 1e-4
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == model.output_names
+    x = torch.randn(3, 3, 64, 64)
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        features = list(detector.backbone(x).values())
+        want = features
+        if arch == "retinanet":
+            head = detector.head(features)
+            want = [head["cls_logits"], head["bbox_regression"]] + features
+            assert model.output_names[:2] == ["cls_logits", "bbox_regression"] and got[0].shape[-1] == 3
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w.numpy(), atol=1e-4, rtol=0)
+
+
+def test_export_refuses_an_example_that_fixes_a_dynamic_size():
+    # At 64 px RetinaNet's P7 is 1x1 and torch.export silently narrows the width to the example's.
+    from litvit.detection.models import retinanet_lit
+    from litvit.export import DetectorDenseOutputs, export_program
+
+    torch.manual_seed(0)
+    detector = retinanet_lit("lit_ti", 3, fpn_channels=8, head_convs=1, backbone_kwargs=dict(TINY))
+    with pytest.raises(ExportError, match="larger example image"):
+        export_program(DetectorDenseOutputs(detector.eval()), torch.randn(2, 3, 64, 64))
