@@ -441,3 +441,15 @@ def test_cli_train_eval_predict(shapes_data, tmp_path, capsys):
     # A user mistake is one line and exit status 2.
     assert main(["detect", "eval", "--checkpoint", str(tmp_path / "nope.pth"), "--data-root", str(shapes_data)]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_coco2017_layout(tmp_path):
+    from litvit.detection.data import coco_split_paths
+
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "val2017").mkdir()
+    (tmp_path / "annotations" / "instances_val2017.json").write_text("{}")
+    assert coco_split_paths(tmp_path, "val") == (tmp_path / "val2017", tmp_path / "annotations" / "instances_val2017.json")
+    assert coco_split_paths(tmp_path, "val2017")[0] == tmp_path / "val2017"
+    with pytest.raises(DataError, match="instances_train2017.json"):
+        coco_split_paths(tmp_path, "train")
