@@ -692,9 +692,12 @@ def plot_sweep(report: Dict[str, Any], path: str) -> None:
     ax_time.set(xlabel="image side (px)", ylabel="ms per image", yscale="log", title="time per image")
     mem_kind = "CUDA allocator peak" if config["device"].startswith("cuda") else "peak RSS of a fresh process"
     ax_mem.set(xlabel="image side (px)", ylabel="MB", yscale="log", title=f"peak memory ({mem_kind})")
+    if not ax_mem.lines:
+        ax_mem.text(0.5, 0.5, "not measured (--no-memory)", ha="center", va="center", transform=ax_mem.transAxes)
     for ax in (ax_time, ax_mem):
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
     fig.suptitle(f"{report['meta']['device_name']}, {config['precision']}, runtime {config['runtime']}", fontsize=9)
     fig.tight_layout()
     tmp = f"{path}.tmp{os.getpid()}.png"

@@ -20,6 +20,18 @@ def _int_list(text: str) -> List[int]:
     return values
 
 
+def _kwarg(text: str) -> Tuple[str, object]:
+    import ast
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value  # a bare string such as global_pool=avg
+
+
 def _pairs(text: str) -> List[Tuple[str, str]]:
     pairs = []
     for item in text.split(","):
@@ -69,6 +81,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-tune-malloc", action="store_true",
                    help="leave glibc malloc as is (by default large CPU buffers are reused instead of re-mapped)")
     p.add_argument("--num-classes", type=int, default=1000, help="classifier size (default 1000)")
+    p.add_argument("--model-kwargs", nargs="*", type=_kwarg, default=[], metavar="KEY=VALUE",
+                   help="extra keyword arguments for every model, as Python literals (e.g. depths=(1,1,1,1))")
     p.add_argument("--ratios", type=_pairs, default=None, metavar="A:B,...",
                    help="print images/s ratios of model pairs (default: lit_ti:pvt_v2_b2,lit_s:swin_tiny_patch4_window7_224 "
                    "when those models are measured)")
@@ -106,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         memory=not args.no_memory,
         threads=args.threads,
         tune_malloc=not args.no_tune_malloc,
+        model_kwargs=dict(args.model_kwargs),
     )
     if args.plot and len(config.img_sizes) < 2:
         raise LitvitError("benchmark: --plot draws against image size; give --sweep-img-size with two or more sizes")

@@ -1,0 +1,153 @@
+"""``litvit benchmark``: result fields, JSON/CSV/PNG outputs, runtimes and errors, on a tiny LIT."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import timm
+import torch
+
+from litvit import benchmark as bench
+from litvit.cli import main
+from litvit.errors import LitvitError
+
+TINY = dict(embed_dims=(16, 32, 40, 64), depths=(1, 1, 1, 1), num_heads=(1, 2, 5, 8))
+TINY_CLI = ["embed_dims=(16,32,40,64)", "depths=(1,1,1,1)", "num_heads=(1,2,5,8)"]
+
+
+def _config(**overrides) -> bench.BenchmarkConfig:
+    kwargs = dict(
+        models=["lit_s"],
+        batch_size=2,
+        train_batch_size=2,
+        img_sizes=[64],
+        warmup=1,
+        repeats=2,
+        memory=False,
+        num_classes=10,
+        model_kwargs=dict(TINY),
+    )
+    kwargs.update(overrides)
+    return bench.BenchmarkConfig(**kwargs)
+
+
+def test_results_are_complete_and_consistent():
+    report = bench.run_benchmark(_config(models=["lit_ti", "lit_s"], matmul_peak=True, matmul_size=128), log=None)
+    results = report["results"]
+    assert [(r["model"], r["mode"]) for r in results] == [
+        ("lit_ti", "inference"), ("lit_s", "inference"), ("lit_ti", "train"), ("lit_s", "train")
+    ]
+    peak = report["meta"]["matmul_peak_gflops"]
+    assert peak > 0 and len(report["meta"]["matmul_peak_samples"]) == 2 * 2  # one probe per round
+    for r in results:
+        assert set(r) == set(bench.RESULT_FIELDS)
+        assert r["status"] == "ok" and r["error"] is None
+        assert r["repeats"] == 2 and r["img_size"] == 64 and r["batch_size"] == 2
+        assert r["step_ms_min"] <= r["step_ms"] <= r["step_ms_max"]
+        assert r["img_per_s"] == pytest.approx(r["batch_size"] / (r["step_ms"] / 1e3))
+        assert r["cpu_ms"] > 0
+        assert r["achieved_gflops"] == pytest.approx(r["gflops_per_img"] * r["img_per_s"])
+        assert r["peak_fraction"] == pytest.approx(r["achieved_gflops"] / peak)
+        assert r["peak_mem_mb"] is None  # memory=False
+    # FLOPs agree with an independent count on the same architecture; training counts 3 passes.
+    model = timm.create_model("lit_s", num_classes=10, img_size=64, **TINY)
+    forward = bench.count_flops(model, torch.randn(1, 3, 64, 64))
+    by_mode = {(r["model"], r["mode"]): r for r in results}
+    assert by_mode[("lit_s", "inference")]["gmacs"] == pytest.approx(forward / 2e9)
+    assert by_mode[("lit_s", "train")]["gflops_per_img"] == pytest.approx(3 * forward / 1e9)
+    assert by_mode[("lit_s", "inference")]["params_m"] == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
+
+
+def test_flop_count_of_a_linear_layer():
+    flops = bench.count_flops(torch.nn.Linear(8, 4), torch.randn(3, 8))
+    assert flops == 2 * 8 * 4  # per input row
+
+
+def test_peak_memory_comes_from_a_fresh_process():
+    report = bench.run_benchmark(_config(modes=["inference"], memory=True, repeats=1), log=None)
+    (r,) = report["results"]
+    assert r["status"] == "ok", r["error"]
+    assert r["mem_base_mb"] > 10  # the worker's RSS after importing torch
+    assert r["peak_mem_mb"] > r["mem_base_mb"]
+
+
+def test_cli_writes_json_csv_and_table(tmp_path, capsys):
+    json_path, csv_path = tmp_path / "out" / "b.json", tmp_path / "b.csv"
+    code = main(
+        ["benchmark", "--model", "lit_ti", "lit_s", "--img-size", "64", "-b", "2", "--train-batch-size", "2",
+         "--repeats", "2", "--no-memory", "--num-classes", "10", "--ratios", "lit_ti:lit_s",
+         "--json", str(json_path), "--csv", str(csv_path), "--model-kwargs", *TINY_CLI]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "img/s" in out and "GMACs" in out and "lit_ti / lit_s (inference, 64px)" in out
+    report = json.loads(json_path.read_text())
+    assert {"date", "command", "device_name", "torch", "timm", "config"} <= set(report["meta"])
+    assert report["meta"]["config"]["model_kwargs"]["depths"] == [1, 1, 1, 1]
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == bench.RESULT_FIELDS
+    assert [(row["model"], row["mode"]) for row in rows] == [(r["model"], r["mode"]) for r in report["results"]]
+    for row, r in zip(rows, report["results"]):
+        assert float(row["img_per_s"]) == pytest.approx(r["img_per_s"])
+
+
+def test_sweep_plot(tmp_path):
+    path = tmp_path / "sweep.png"
+    code = main(
+        ["benchmark", "--model", "lit_s", "--mode", "inference", "--sweep-img-size", "64,96", "-b", "1",
+         "--repeats", "1", "--no-memory", "--num-classes", "10", "--plot", str(path), "--model-kwargs", *TINY_CLI]
+    )
+    assert code == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_custom_runtime_is_used_and_inference_only_runtimes_skip_training():
+    calls = []
+
+    @bench.register_runtime("test-counting", supports_training=False)
+    def prepare(model, example, config, mode):
+        def run(x):
+            calls.append(x.shape)
+            return model(x)
+
+        return run
+
+    try:
+        report = bench.run_benchmark(_config(runtime="test-counting"), log=None)
+    finally:
+        del bench.RUNTIMES["test-counting"]
+    inference, train = report["results"]
+    assert inference["status"] == "ok" and inference["runtime"] == "test-counting"
+    assert len(calls) == 1 + 2  # warm-up and two timed repeats
+    assert train["status"] == "skipped" and "cannot train" in train["error"]
+
+
+def test_a_failing_model_is_reported_not_fatal():
+    report = bench.run_benchmark(_config(models=["lit_s"], img_sizes=[48]), log=None)  # not a multiple of 32
+    assert {r["status"] for r in report["results"]} == {"error"}
+    assert all("divisible by 32" in r["error"] for r in report["results"])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "no_such_model_xyz"], "unknown model 'no_such_model_xyz'"),
+        (["--precision", "float16", "--device", "cpu"], "float16 autocast needs CUDA"),
+        (["--repeats", "0"], "repeats must be at least 1"),
+        (["--plot", "x.png"], "--sweep-img-size"),
+    ],
+)
+def test_bad_options_are_one_line_errors(argv, message, capsys):
+    assert main(["benchmark", "--no-memory", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_memory_is_the_allocator_peak():
+    report = bench.run_benchmark(_config(device="cuda", memory=True, repeats=1), log=None)
+    for r in report["results"]:
+        assert r["status"] == "ok", r["error"]
+        assert r["peak_mem_mb"] > 0 and r["mem_base_mb"] == 0
