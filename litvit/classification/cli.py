@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -48,6 +49,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--split", default="val", help="split folder (default: val)")
     p.add_argument("--model", default=None, help="architecture (needed for released checkpoints, e.g. lit_ti)")
     p.add_argument("--img-size", type=int, default=None, help="evaluation resolution (default: the checkpoint's, else 224)")
+    p.add_argument("--model-kwargs", type=_yaml_mapping, default=None, metavar="YAML",
+                   help="architecture options of a reduced model, e.g. '{embed_dims: [32, 64, 128, 160]}'")
     p.add_argument("--batch-size", type=int, default=100, help="images per batch per process")
     p.add_argument("--workers", type=int, default=4, help="loader worker processes")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: GPU if available)")
@@ -62,6 +65,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--model", default=None, help="architecture (needed for released checkpoints)")
     p.add_argument("--img-size", type=int, default=None, help="resolution (default: the checkpoint's, else 224)")
+    p.add_argument("--model-kwargs", type=_yaml_mapping, default=None, metavar="YAML",
+                   help="architecture options of a reduced model (released-style checkpoints)")
     p.add_argument("--topk", type=int, default=5, help="classes to show per image")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N")
     p.add_argument("--ema", action="store_true", help="use the EMA weights of a litvit checkpoint")
@@ -72,6 +77,17 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("run_dir", help="run directory holding metrics.jsonl")
     p.add_argument("--out", default=None, help="output PNG (default: RUN_DIR/curves.png)")
     p.set_defaults(func=run_plot)
+
+
+def _yaml_mapping(text: str) -> Any:
+    from ..engine.config import _yaml_mapping as parse
+
+    return parse(text)
+
+
+def _is_rank0() -> bool:
+    # The process group is gone once a command finishes; torchrun's RANK still says who we are.
+    return int(os.environ.get("RANK", "0") or 0) == 0
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -85,9 +101,7 @@ def run_train(args: argparse.Namespace) -> int:
     from .train import train
 
     summary = train(cfg)
-    from ..engine.distributed import is_main_process
-
-    if is_main_process():
+    if _is_rank0():
         best = summary.get("best_top1")
         print(f"run directory: {summary['run_dir']}")
         if best is not None:
@@ -98,15 +112,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ..engine.distributed import is_main_process
     from .inference import evaluate_checkpoint
 
     stats = evaluate_checkpoint(
         args.checkpoint, args.data_dir, split=args.split, model=args.model, img_size=args.img_size,
         batch_size=args.batch_size, workers=args.workers, device=args.device, amp=args.amp, use_ema=args.ema,
-        strict=args.strict, progress_kwargs={"enabled": False} if args.json else None,
+        strict=args.strict, progress_kwargs={"enabled": False} if args.json else None, model_kwargs=args.model_kwargs,
     )
-    if not is_main_process():
+    if not _is_rank0():
         return 0
     if args.json:
         print(json.dumps(stats))
@@ -122,7 +135,8 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from .inference import load_classifier, predict_images
 
-    loaded = load_classifier(args.checkpoint, model=args.model, img_size=args.img_size, use_ema=args.ema)
+    loaded = load_classifier(args.checkpoint, model=args.model, img_size=args.img_size, use_ema=args.ema,
+                             model_kwargs=args.model_kwargs)
     results = predict_images(loaded, args.images, topk=args.topk, device=args.device)
     if args.json:
         print(json.dumps(results))

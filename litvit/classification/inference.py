@@ -109,13 +109,14 @@ def evaluate_checkpoint(
     use_ema: bool = False,
     strict: bool = False,
     progress_kwargs: Optional[Dict[str, Any]] = None,
+    model_kwargs: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Top-1, top-5 and loss of ``checkpoint`` on ``data_dir/split`` with the released evaluation
     transform (resize ``img_size / crop_pct``, bicubic, centre crop). Runs distributed under
     ``torchrun`` (each image evaluated once, sums reduced over processes)."""
     ctx = init_distributed(device)
     try:
-        loaded = load_classifier(checkpoint, model=model, img_size=img_size, use_ema=use_ema)
+        loaded = load_classifier(checkpoint, model=model, img_size=img_size, use_ema=use_ema, model_kwargs=model_kwargs)
         if loaded.class_names is not None:
             samples, class_names = scan_image_folder(data_dir, split, loaded.class_names)
         else:
