@@ -84,12 +84,13 @@ class SegTrainConfig:
     embed_dims: Optional[Tuple[int, ...]] = _f(None, "override the backbone widths (small experiments)")
     depths: Optional[Tuple[int, ...]] = _f(None, "override the backbone depths")
     num_heads: Optional[Tuple[int, ...]] = _f(None, "override the attention heads per stage")
+    mlp_ratios: Optional[Tuple[float, ...]] = _f(None, "override the MLP ratios per stage")
     img_size: Optional[int] = _f(None, "size the backbone position tables are stored at (default: the model's)")
     drop_path_rate: float = _f(DEFAULT_SEG_DROP_PATH, "backbone stochastic depth")
     fpn_channels: int = _f(256, "FPN width")
     head_channels: int = _f(128, "Semantic FPN head width")
     dropout: float = _f(0.1, "dropout before the classifier")
-    sync_bn: bool = _f(True, "SyncBatchNorm under DDP")
+    sync_bn: bool = _f(True, "SyncBatchNorm under DDP (CUDA only; PyTorch has no CPU SyncBatchNorm)")
     # optimisation
     iterations: int = _f(80000, "training iterations (optimiser steps)")
     batch_size: int = _f(2, "images per process per step (8 GPUs x 2 = the released 16)")
@@ -100,6 +101,7 @@ class SegTrainConfig:
     warmup_iters: int = _f(0, "linear warm-up iterations (the released recipe has none)")
     offset_lr_mult: float = _f(0.01, "learning-rate factor of the DTM offset convolutions")
     clip_grad: Optional[float] = _f(None, "clip the gradient norm to this value")
+    class_weights: Optional[Tuple[float, ...]] = _f(None, "cross-entropy weight per class (default: all 1, as released)")
     amp: str = _f("auto", "mixed precision: auto (fp16 on CUDA, off on CPU), fp16, bf16, off",
                   choices=("auto", "fp16", "bf16", "off"))
     # augmentation
@@ -188,11 +190,14 @@ def build_param_groups(model: nn.Module, lr: float, weight_decay: float, offset_
     return [g for g in groups if g["params"]]
 
 
-def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Pixel-wise cross-entropy over labelled pixels (0, not NaN, for a batch without any)."""
+def segmentation_loss(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX, weight: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Pixel-wise cross-entropy over labelled pixels, optionally class-weighted (0, not NaN, for a
+    batch without any labelled pixel)."""
     if not (labels != ignore_index).any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), labels, ignore_index=ignore_index)
+    return F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=ignore_index)
 
 
 def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
@@ -206,7 +211,7 @@ def _model_kwargs(cfg: SegTrainConfig, num_classes: int) -> Dict[str, Any]:
         fpn_channels=cfg.fpn_channels, head_channels=cfg.head_channels, dropout=cfg.dropout,
         drop_path_rate=cfg.drop_path_rate,
     )
-    for name in ("embed_dims", "depths", "num_heads", "img_size"):
+    for name in ("embed_dims", "depths", "num_heads", "mlp_ratios", "img_size"):
         if getattr(cfg, name) is not None:
             kwargs[name] = getattr(cfg, name)
     return model_config(cfg.model, num_classes, **kwargs)
@@ -309,6 +314,11 @@ def train(cfg: SegTrainConfig) -> Dict[str, Any]:
         pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0, drop_last=False,
     )
 
+    class_weight = None
+    if cfg.class_weights is not None:
+        if len(cfg.class_weights) != info.num_classes:
+            raise LitvitError(f"--class-weights has {len(cfg.class_weights)} values for {info.num_classes} classes")
+        class_weight = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device)
     model_cfg = _model_kwargs(cfg, info.num_classes)
     model = semantic_fpn_lit(**{**model_cfg, "backbone_checkpoint": cfg.backbone_checkpoint})
     model.to(device)
@@ -343,8 +353,10 @@ def train(cfg: SegTrainConfig) -> Dict[str, Any]:
         (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
 
     if ctx.is_distributed:
-        if cfg.sync_bn:
+        if cfg.sync_bn and device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif cfg.sync_bn:
+            log.info("SyncBatchNorm needs CUDA; batch norms stay per-process on %s", device)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     log.info(
         "Semantic FPN-%s: %d classes, %d train / %d val images, %d iterations x %d images (%d per process), "
@@ -377,7 +389,7 @@ def train(cfg: SegTrainConfig) -> Dict[str, Any]:
         labels = labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images)
-        loss = segmentation_loss(logits, labels)
+        loss = segmentation_loss(logits, labels, weight=class_weight)
         check_finite(loss, f"iteration {it + 1}")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
