@@ -269,6 +269,8 @@ def render_offsets(model: nn.Module, image_path: Union[PathLike, Any], out_path:
     label = ""
     if pred is not None:
         label = f" - predicted: {class_names[pred] if class_names and pred < len(class_names) else pred}"
+    # With a single last-stage cell the overview would repeat the cell's own panel.
+    overview = overview and len(full["cells"]) > 1
     fig = draw_offsets(image, trace, full if overview else None,
                        title=f"{name} ({x.shape[-2]}x{x.shape[-1]} input){label}", panel_inches=panel_inches)
     return save_figure(fig, out_path, dpi=dpi)
