@@ -339,6 +339,10 @@ def _write_atomically(root: PathLike, settings: Dict[str, Any], build: Callable[
         manifest = {"generator": "litvit.data.synthetic", "version": GENERATOR_VERSION,
                     "settings": settings, "classes": list(SHAPE_CLASSES), "summary": summary}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        # mkdtemp makes the directory private (0700); give it the permissions mkdir would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
         if root.exists():
             # Only reached for an empty directory or our own dataset with overwrite=True.
             shutil.rmtree(root)

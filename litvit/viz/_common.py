@@ -177,6 +177,10 @@ def save_figure(fig: Any, out_path: PathLike, dpi: int = 100) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=dpi)
+        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out_path)
     finally:
         if os.path.exists(tmp):
