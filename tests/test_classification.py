@@ -109,7 +109,8 @@ def _env() -> Dict[str, str]:
 def trained(shapes, tmp_path_factory) -> Dict[str, Any]:
     """One real 3-epoch run shared by several tests."""
     out = tmp_path_factory.mktemp("run") / "run"
-    cfg = resolve_train_config(**{**TINY, "data_dir": str(shapes), "output": str(out), "epochs": 3})
+    cfg = resolve_train_config(**{**TINY, "data_dir": str(shapes), "output": str(out), "epochs": 3,
+                                  "model_ema": True, "model_ema_decay": 0.9})
     summary = train(cfg)
     return {"out": out, "summary": summary, "cfg": cfg}
 
@@ -231,6 +232,10 @@ def test_training_lowers_loss_and_writes_a_complete_run(trained):
     for key in ("model", "optimizer", "scheduler", "rng", "config", "class_names", "epoch", "step"):
         assert key in state
     assert state["epoch"] == 3 and state["step"] == 3 * (24 // 4)
+    # EMA weights are kept, evaluated and saved beside the model's.
+    assert all("ema_top1" in r for r in epochs)
+    assert state["model_ema"].keys() == state["model"].keys()
+    assert not torch.equal(state["model_ema"]["head.weight"], state["model"]["head.weight"])
     assert state["class_names"] == sorted(p.name for p in (Path(trained["cfg"].data_dir) / "train").iterdir() if p.is_dir())
     with Image.open(out / "curves.png") as im:
         assert im.size[0] > 500

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..engine.distributed import all_reduce_sum
+from ..engine.distributed import all_reduce_sum, unwrap_model
 from ..engine.guards import check_finite
 from ..engine.logging import progress
 
@@ -106,7 +106,7 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         global_step += 1
         if model_ema is not None:
-            model_ema.update(ddp.module if is_ddp else model, step=global_step)
+            model_ema.update(unwrap_model(model), step=global_step)
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step_update(global_step)
