@@ -201,6 +201,13 @@ def test_render_api(tmp_path, odd_images):
     assert fmt == "PNG" and size[0] > 100 and size[1] > 100
     out = render_attention(model, rgb, tmp_path / "a.png", query=(44, 76))
     assert _png_size(out)[0] == "PNG"
+    # Offsets that push points off their maps are drawn too (as crosses), not dropped.
+    with torch.no_grad():
+        model.stages[3].downsample.offset_conv.bias.fill_(-3.0)
+    trace = trace_sampling_points(model, torch.randn(1, 3, 64, 64), cells=[(0, 0)])
+    assert not trace["inside"][0].any()
+    out = render_offsets(model, rgb, tmp_path / "outside.png", img_size=64, cells=[(0, 0)])
+    assert _png_size(out)[0] == "PNG"
     with pytest.raises(DataError, match="outside"):
         render_offsets(model, rgb, tmp_path / "x.png", cells=[(5, 5)])
     with pytest.raises(DataError, match="multiples of 32"):
