@@ -127,7 +127,7 @@ def test_failed_verification_writes_nothing(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())  # neither the file nor a temporary
 
 
-@pytest.mark.parametrize("name", ["lit_ti", "lit_s"])
+@pytest.mark.parametrize("name", ["lit_s"])  # LIT-Ti's program is the one checked through ONNX above
 def test_exported_program_matches_pytorch(name, exported, tmp_path):
     model, program = exported(name)
     out = tmp_path / f"{name}.pt2"
