@@ -85,6 +85,7 @@ RESULT_FIELDS = [
     "gflops_per_img",
     "achieved_gflops",
     "peak_fraction",
+    "cpu_peak_fraction",
     "peak_mem_mb",
     "mem_base_mb",
     "params_m",
@@ -274,21 +275,28 @@ def measure_matmul_peak(
     device: torch.device, precision: str = "float32", size: Optional[int] = None, repeats: int = 5
 ) -> float:
     """Best plain ``size x size`` matrix-multiply throughput (GFLOP/s) in ``precision``."""
+    return _matmul_peak(device, precision, size, repeats)[0]
+
+
+def _matmul_peak(device: torch.device, precision: str, size: Optional[int], repeats: int) -> Tuple[float, float]:
+    """(wall-clock, process-CPU-time) matmul GFLOP/s, best of ``repeats``."""
     dtype = PRECISIONS[precision]
     size = size or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     inner = 10 if device.type == "cuda" else 2
-    best = math.inf
+    best, best_cpu = math.inf, math.inf
     for i in range(repeats + 1):
         _sync(device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(inner):
             torch.mm(a, b)
         _sync(device)
         if i:  # the first round warms up the BLAS library
             best = min(best, (time.perf_counter() - start) / inner)
-    return 2 * size**3 / best / 1e9
+            best_cpu = min(best_cpu, max(time.process_time() - cpu_start, 1e-9) / inner)
+    flops = 2 * size**3 / 1e9
+    return flops / best, flops / best_cpu
 
 
 class _MatmulProbe:
@@ -297,13 +305,21 @@ class _MatmulProbe:
     def __init__(self, device: torch.device, precision: str, size: Optional[int]):
         self.device, self.precision, self.size = device, precision, size
         self.values: List[float] = []
+        self.cpu_values: List[float] = []
 
     def __call__(self) -> None:
-        self.values.append(measure_matmul_peak(self.device, self.precision, self.size, repeats=2))
+        wall, cpu = _matmul_peak(self.device, self.precision, self.size, repeats=2)
+        self.values.append(wall)
+        self.cpu_values.append(cpu)
 
     @property
     def gflops(self) -> Optional[float]:
         return statistics.median(self.values) if self.values else None
+
+    @property
+    def cpu_gflops(self) -> Optional[float]:
+        """GFLOP per second of process CPU time: on CPU, unaffected by time spent descheduled."""
+        return statistics.median(self.cpu_values) if self.cpu_values else None
 
 
 def _build_step(
@@ -451,10 +467,17 @@ def run_benchmark(config: BenchmarkConfig, log: Optional[Callable[[str], None]] 
         for mode in config.modes:
             results.extend(_run_group(config, device, mode, img_size, probe, log))
     peak = probe.gflops if probe else None
+    cpu_peak = probe.cpu_gflops if (probe and device.type == "cpu") else None
     for result in results:
         if peak and result["achieved_gflops"] is not None:
             result["peak_fraction"] = result["achieved_gflops"] / peak
-    return {"meta": _meta(config, peak, probe.values if probe else []), "results": results}
+        if cpu_peak and result["cpu_ms"] and result["gflops_per_img"] is not None:
+            # FLOPs per CPU-second over the matmul's FLOPs per CPU-second.
+            cpu_rate = result["gflops_per_img"] * result["batch_size"] / (result["cpu_ms"] / 1e3)
+            result["cpu_peak_fraction"] = cpu_rate / cpu_peak
+    meta = _meta(config, peak, probe.values if probe else [])
+    meta["matmul_peak_cpu_gflops"] = cpu_peak
+    return {"meta": meta, "results": results}
 
 
 def _run_group(
@@ -584,7 +607,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 def format_table(report: Dict[str, Any]) -> str:
     """The results as a fixed-width text table, plus the matmul peak if measured."""
-    header = ["model", "mode", "img", "batch", "step ms", "spread", "cpu ms", "img/s", "GMACs", "GFLOP/s", "%peak", "peak MB", "status"]
+    header = ["model", "mode", "img", "batch", "step ms", "spread", "cpu ms", "img/s", "GMACs", "GFLOP/s", "%peak", "%peak cpu", "peak MB", "status"]
     rows = []
     for r in report["results"]:
         rows.append(
@@ -600,6 +623,7 @@ def format_table(report: Dict[str, Any]) -> str:
                 _fmt(r["gmacs"], ".2f"),
                 _fmt(r["achieved_gflops"], ".1f"),
                 "-" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.0f}%",
+                "-" if r["cpu_peak_fraction"] is None else f"{100 * r['cpu_peak_fraction']:.0f}%",
                 _fmt(r["peak_mem_mb"], ".0f"),
                 r["status"],
             ]
@@ -617,7 +641,10 @@ def format_table(report: Dict[str, Any]) -> str:
         f"{config['repeats']} repeats x {config['steps']} steps after {config['warmup']} warm-up"
     )
     if meta.get("matmul_peak_gflops"):
-        lines.append(f"matmul peak: {meta['matmul_peak_gflops']:.1f} GFLOP/s (median of {len(meta['matmul_peak_samples'])} interleaved probes)")
+        line = f"matmul peak: {meta['matmul_peak_gflops']:.1f} GFLOP/s (median of {len(meta['matmul_peak_samples'])} interleaved probes)"
+        if meta.get("matmul_peak_cpu_gflops"):
+            line += f"; {meta['matmul_peak_cpu_gflops']:.1f} GFLOP per CPU-second (%peak cpu compares CPU time)"
+        lines.append(line)
     for r in report["results"]:
         if r["error"]:
             lines.append(f"note: {r['model']} {r['mode']} {r['img_size']}px: {r['error']}")

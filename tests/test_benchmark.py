@@ -49,6 +49,8 @@ def test_results_are_complete_and_consistent():
         assert r["cpu_ms"] > 0
         assert r["achieved_gflops"] == pytest.approx(r["gflops_per_img"] * r["img_per_s"])
         assert r["peak_fraction"] == pytest.approx(r["achieved_gflops"] / peak)
+        cpu_rate = r["gflops_per_img"] * r["batch_size"] / (r["cpu_ms"] / 1e3)
+        assert r["cpu_peak_fraction"] == pytest.approx(cpu_rate / report["meta"]["matmul_peak_cpu_gflops"])
         assert r["peak_mem_mb"] is None  # memory=False
     # FLOPs agree with an independent count on the same architecture; training counts 3 passes.
     model = timm.create_model("lit_s", num_classes=10, img_size=64, **TINY)
