@@ -188,6 +188,15 @@ def _tmp_beside(path: Path, suffix: str) -> Path:
     return Path(tmp)
 
 
+def _publish(tmp: Path, path: Path) -> None:
+    """Rename a finished temporary file into place with the permissions a new file would get
+    (``mkstemp`` creates it readable by its owner only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def _set_metadata(path: Path, metadata: Dict[str, str]) -> None:
     import onnx
 
@@ -267,7 +276,7 @@ def export_onnx(
         if not dynamic_size:
             meta["litvit.image_size"] = "x".join(str(s) for s in example.shape[-2:])
         _set_metadata(tmp, {**meta, **(metadata or {})})
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -434,7 +443,7 @@ def export_model(
                 sizes = [(height, width)] + ([_second_size(height, width, divisor)] if dynamic_size else [])
                 result.checks = verify_onnx(tmp, model, example, batch_sizes, sizes)
                 _raise_if_off(result, atol)
-            os.replace(tmp, out)
+            _publish(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
         return result
@@ -450,7 +459,7 @@ def export_model(
             sizes = [(height, width), _second_size(height, width, divisor)]
             result.checks = verify_program(str(tmp), model, example, batch_sizes, sizes)
             _raise_if_off(result, atol)
-        os.replace(tmp, out)
+        _publish(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return result

@@ -1,6 +1,8 @@
 """Deployment: ONNX (checked in ONNX Runtime), torch.export programs, torch.hub, the missing extra."""
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -105,6 +107,9 @@ def test_opset16_uses_fixed_image_size(tmp_path):
     out = tmp_path / "m16.onnx"
     result = export_model(model, out, img_size=64, opset=16, batch_sizes=(1, 3))
     assert not result.dynamic_size and result.max_abs_diff <= 1e-4
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # as any new file, not mkstemp's 0600
     assert {c["shape"][0] for c in result.checks} == {1, 3}
     proto = onnx.load(str(out))
     check_standard_onnx(proto, 16)
