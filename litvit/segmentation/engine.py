@@ -402,11 +402,12 @@ def train(cfg: SegTrainConfig) -> Dict[str, Any]:
         loss_sum += torch.stack([loss.detach().float(), torch.ones((), device=device)])
         done = it + 1
         if done % cfg.log_interval == 0 or done == cfg.iterations:
+            steps = loss_sum[1].item()
             all_reduce_sum(loss_sum)
             mean_loss = (loss_sum[0] / loss_sum[1]).item()
             elapsed = time.time() - tick
             lr = optimizer.param_groups[0]["lr"]
-            metrics_log.log(iteration=done, loss=mean_loss, lr=lr, sec_per_iter=elapsed / cfg.log_interval)
+            metrics_log.log(iteration=done, loss=mean_loss, lr=lr, sec_per_iter=elapsed / max(steps, 1))
             bar.set_postfix(loss=mean_loss, lr=lr)
             loss_sum.zero_()
             tick = time.time()
