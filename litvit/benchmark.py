@@ -106,6 +106,8 @@ class BenchmarkConfig:
     precision: str = "float32"
     channels_last: bool = False
     runtime: str = "eager"
+    # Several runtimes are measured side by side, interleaved like the models; empty: ``runtime`` alone.
+    runtimes: Sequence[str] = ()
     compile_mode: Optional[str] = None
     fullgraph: bool = False
     device: str = "cpu"
@@ -129,8 +131,9 @@ class BenchmarkConfig:
                 raise LitvitError(f"benchmark: unknown mode {mode!r} (choose from {', '.join(MODES)})")
         if self.precision not in PRECISIONS:
             raise LitvitError(f"benchmark: unknown precision {self.precision!r} (choose from {', '.join(PRECISIONS)})")
-        if self.runtime not in RUNTIMES:
-            raise LitvitError(f"benchmark: unknown runtime {self.runtime!r} (choose from {', '.join(RUNTIMES)})")
+        for runtime in self.runtime_names():
+            if runtime not in RUNTIMES:
+                raise LitvitError(f"benchmark: unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
         for name, value in (("batch size", self.batch_size), ("train batch size", self.train_batch_size),
                             ("repeats", self.repeats), ("steps", self.steps)):
             if value < 1:
@@ -147,6 +150,9 @@ class BenchmarkConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def runtime_names(self) -> List[str]:
+        return list(dict.fromkeys(self.runtimes)) or [self.runtime]
 
 
 # ----------------------------------------------------------------------------- runtimes
@@ -189,6 +195,22 @@ def _prepare_eager(model: nn.Module, example: torch.Tensor, config: BenchmarkCon
 @register_runtime("compile", description="torch.compile (Inductor); --compile-mode, --fullgraph")
 def _prepare_compiled(model: nn.Module, example: torch.Tensor, config: BenchmarkConfig, mode: str):
     return torch.compile(model, mode=config.compile_mode, fullgraph=config.fullgraph)
+
+
+@register_runtime(
+    "onnxruntime",
+    supports_training=False,
+    description="ONNX Runtime (CPU, float32) running the graph 'litvit export' writes (needs litvit[export])",
+)
+def _prepare_onnxruntime(model: nn.Module, example: torch.Tensor, config: BenchmarkConfig, mode: str):
+    from .export import onnxruntime_runner
+
+    if not config.device.startswith("cpu"):
+        raise _Skip("the onnxruntime runtime runs on CPU (the onnxruntime package has no CUDA provider here)")
+    if config.precision != "float32":
+        raise _Skip("the onnxruntime runtime measures float32 only")
+    # Same intra-op threads as torch, so the comparison with eager/compile uses the same cores.
+    return onnxruntime_runner(model, example, threads=torch.get_num_threads())
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -323,7 +345,8 @@ class _MatmulProbe:
 
 
 def _build_step(
-    model: nn.Module, name: str, mode: str, img_size: int, config: BenchmarkConfig, device: torch.device
+    model: nn.Module, name: str, mode: str, img_size: int, config: BenchmarkConfig, device: torch.device,
+    runtime_name: Optional[str] = None,
 ) -> Tuple[Callable[[], None], float, float]:
     """A no-argument callable running one step; FLOPs per image of that step and of a forward pass."""
     batch = config.batch_size if mode == "inference" else config.train_batch_size
@@ -337,7 +360,7 @@ def _build_step(
     with _autocast(device, config.precision):
         forward_flops = count_flops(model, flop_example)
     flops = forward_flops * (TRAIN_FLOPS_PER_FORWARD if mode == "train" else 1)
-    runtime = RUNTIMES[config.runtime]
+    runtime = RUNTIMES[runtime_name or config.runtime]
     if mode == "inference":
         model.eval()
         runner = runtime.prepare(model, x, config, mode)
@@ -349,7 +372,7 @@ def _build_step(
         return step, flops, forward_flops
 
     if not runtime.supports_training:
-        raise _Skip(f"runtime {config.runtime!r} cannot train")
+        raise _Skip(f"runtime {runtime.name!r} cannot train")
     model.train()
     runner = runtime.prepare(model, x, config, mode)
     target = torch.randint(0, max(config.num_classes, 1), (batch,), generator=generator).to(device)
@@ -408,7 +431,7 @@ def _memory_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     device = _setup_process(config)
     base = _current_rss_mb() if device.type == "cpu" else 0.0
     model = create_bench_model(spec["model"], spec["img_size"], config)
-    step, _, _ = _build_step(model, spec["model"], spec["mode"], spec["img_size"], config, device)
+    step, _, _ = _build_step(model, spec["model"], spec["mode"], spec["img_size"], config, device, spec.get("runtime"))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for _ in range(max(config.warmup, 1) + 2):
@@ -419,9 +442,11 @@ def _memory_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     return {"peak_mem_mb": _max_rss_mb(), "mem_base_mb": base}
 
 
-def measure_peak_memory(name: str, mode: str, img_size: int, config: BenchmarkConfig) -> Dict[str, Any]:
+def measure_peak_memory(
+    name: str, mode: str, img_size: int, config: BenchmarkConfig, runtime: Optional[str] = None
+) -> Dict[str, Any]:
     """Peak memory of one model and mode, measured in a fresh Python process."""
-    spec = {"model": name, "mode": mode, "img_size": img_size, "config": config.to_dict()}
+    spec = {"model": name, "mode": mode, "img_size": img_size, "config": config.to_dict(), "runtime": runtime}
     proc = subprocess.run(
         [sys.executable, "-m", "litvit.benchmark", "--memory-worker", json.dumps(spec)],
         capture_output=True,
@@ -435,7 +460,9 @@ def measure_peak_memory(name: str, mode: str, img_size: int, config: BenchmarkCo
 
 
 # ----------------------------------------------------------------------------- main loop
-def _new_result(name: str, mode: str, img_size: int, config: BenchmarkConfig) -> Dict[str, Any]:
+def _new_result(
+    name: str, mode: str, img_size: int, config: BenchmarkConfig, runtime: Optional[str] = None
+) -> Dict[str, Any]:
     result: Dict[str, Any] = {key: None for key in RESULT_FIELDS}
     result.update(
         model=name,
@@ -444,7 +471,7 @@ def _new_result(name: str, mode: str, img_size: int, config: BenchmarkConfig) ->
         batch_size=config.batch_size if mode == "inference" else config.train_batch_size,
         precision=config.precision,
         channels_last=config.channels_last,
-        runtime=config.runtime,
+        runtime=runtime or config.runtime,
         device=config.device,
         status="ok",
         steps_per_repeat=config.steps,
@@ -489,16 +516,18 @@ def _run_group(
     log: Optional[Callable[[str], None]],
 ) -> List[Dict[str, Any]]:
     entries = []
-    for name in config.models:
-        result = _new_result(name, mode, img_size, config)
+    runtimes = config.runtime_names()
+    for name, runtime in [(n, r) for n in config.models for r in runtimes]:
+        label = name if len(runtimes) == 1 else f"{name} ({runtime})"
+        result = _new_result(name, mode, img_size, config, runtime)
         entries.append(result)
         try:
             model = create_bench_model(name, img_size, config)
             result["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
-            step, flops, forward_flops = _build_step(model, name, mode, img_size, config, device)
+            step, flops, forward_flops = _build_step(model, name, mode, img_size, config, device, runtime)
             result["gflops_per_img"] = flops / 1e9
             result["gmacs"] = forward_flops / 2e9
-            _log(f"[{mode} {img_size}px] {name}: warm-up ({config.warmup} steps)", log)
+            _log(f"[{mode} {img_size}px] {label}: warm-up ({config.warmup} steps)", log)
             for _ in range(config.warmup):
                 step()
             _sync(device)
@@ -509,7 +538,7 @@ def _run_group(
             result.update(status="skipped", error=str(err))
         except Exception as err:  # noqa: BLE001  (one failing model must not end the run)
             result.update(status="oom" if _is_oom(err) else "error", error=f"{type(err).__name__}: {err}".splitlines()[0])
-            _log(f"[{mode} {img_size}px] {name}: {result['status']}: {result['error']}", log)
+            _log(f"[{mode} {img_size}px] {label}: {result['status']}: {result['error']}", log)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 
@@ -530,7 +559,7 @@ def _run_group(
                 result["_cpu"].append((time.process_time() - cpu_start) / config.steps)
             except Exception as err:  # noqa: BLE001
                 result.update(status="oom" if _is_oom(err) else "error", error=f"{type(err).__name__}: {err}".splitlines()[0])
-        times = ", ".join(f"{r['model']} {1e3 * r['_times'][-1]:.0f} ms" for r in live if r["status"] == "ok" and r["_times"])
+        times = ", ".join(f"{_label(r, runtimes)} {1e3 * r['_times'][-1]:.0f} ms" for r in live if r["status"] == "ok" and r["_times"])
         _log(f"[{mode} {img_size}px] repeat {repeat + 1}/{config.repeats}: {times}", log)
 
     for result in entries:
@@ -555,7 +584,7 @@ def _run_group(
             if result["status"] != "ok":
                 continue
             _log(f"[{mode} {img_size}px] {result['model']}: peak memory (fresh process)", log)
-            memory = measure_peak_memory(result["model"], mode, img_size, config)
+            memory = measure_peak_memory(result["model"], mode, img_size, config, result["runtime"])
             if "error" in memory:
                 result["error"] = memory["error"]
             else:
@@ -605,14 +634,20 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _label(result: Dict[str, Any], runtimes: Sequence[str]) -> str:
+    """The model's name, with its runtime when several runtimes are measured."""
+    return result["model"] if len(runtimes) < 2 else f"{result['model']} ({result['runtime']})"
+
+
 def format_table(report: Dict[str, Any]) -> str:
     """The results as a fixed-width text table, plus the matmul peak if measured."""
+    runtimes = sorted({r["runtime"] for r in report["results"]})
     header = ["model", "mode", "img", "batch", "step ms", "spread", "cpu ms", "img/s", "GMACs", "GFLOP/s", "%peak", "%peak cpu", "peak MB", "status"]
     rows = []
     for r in report["results"]:
         rows.append(
             [
-                r["model"],
+                _label(r, runtimes),
                 r["mode"],
                 str(r["img_size"]),
                 str(r["batch_size"]),
@@ -637,7 +672,7 @@ def format_table(report: Dict[str, Any]) -> str:
     config = meta["config"]
     lines.append(
         f"device: {meta['device_name']} ({config['device']}, {meta['threads']} threads); precision {config['precision']}; "
-        f"runtime {config['runtime']}; channels-last {'on' if config['channels_last'] else 'off'}; "
+        f"runtime {', '.join(runtimes) or config['runtime']}; channels-last {'on' if config['channels_last'] else 'off'}; "
         f"{config['repeats']} repeats x {config['steps']} steps after {config['warmup']} warm-up"
     )
     if meta.get("matmul_peak_gflops"):
@@ -647,21 +682,30 @@ def format_table(report: Dict[str, Any]) -> str:
         lines.append(line)
     for r in report["results"]:
         if r["error"]:
-            lines.append(f"note: {r['model']} {r['mode']} {r['img_size']}px: {r['error']}")
+            lines.append(f"note: {_label(r, runtimes)} {r['mode']} {r['img_size']}px: {r['error']}")
     return "\n".join(lines)
 
 
 def format_ratios(report: Dict[str, Any], pairs: Iterable[Tuple[str, str]]) -> str:
-    """``a / b`` images-per-second ratios for each (a, b) pair, per mode and image size."""
-    index = {(r["model"], r["mode"], r["img_size"]): r for r in report["results"]}
+    """``a / b`` images-per-second ratios for each (a, b) pair, per mode and image size (and
+    runtime); with several runtimes also each runtime against the first, per model."""
+    index = {(r["model"], r["mode"], r["img_size"], r["runtime"]): r for r in report["results"]}
+    runtimes = list(dict.fromkeys(r["runtime"] for r in report["results"]))
     lines = []
     for a, b in pairs:
-        for (model, mode, size), ra in index.items():
+        for (model, mode, size, runtime), ra in index.items():
             if model != a:
                 continue
-            rb = index.get((b, mode, size))
+            rb = index.get((b, mode, size, runtime))
             if rb and ra["img_per_s"] and rb["img_per_s"]:
-                lines.append(f"{a} / {b} ({mode}, {size}px): {ra['img_per_s'] / rb['img_per_s']:.2f}x images/s")
+                where = f"{mode}, {size}px" + (f", {runtime}" if len(runtimes) > 1 else "")
+                lines.append(f"{a} / {b} ({where}): {ra['img_per_s'] / rb['img_per_s']:.2f}x images/s")
+    for (model, mode, size, runtime), ra in index.items():
+        base = index.get((model, mode, size, runtimes[0]))
+        if runtime != runtimes[0] and base and ra["img_per_s"] and base["img_per_s"]:
+            lines.append(
+                f"{model} {runtime} / {runtimes[0]} ({mode}, {size}px): {ra['img_per_s'] / base['img_per_s']:.2f}x images/s"
+            )
     return "\n".join(lines)
 
 

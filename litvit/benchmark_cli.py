@@ -63,8 +63,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=list(PRECISIONS), default="float32",
                    help="float32, or bfloat16/float16 autocast (float16 needs CUDA)")
     p.add_argument("--channels-last", action="store_true", help="model and input in channels-last memory format")
-    p.add_argument("--runtime", choices=sorted(RUNTIMES), default="eager",
-                   help="how models run: " + "; ".join(f"{n}: {r.description}" for n, r in sorted(RUNTIMES.items())))
+    p.add_argument("--runtime", choices=sorted(RUNTIMES), nargs="+", default=["eager"],
+                   help="how models run (default eager); several are measured side by side, interleaved like the "
+                   "models (e.g. --runtime eager compile onnxruntime): "
+                   + "; ".join(f"{n}: {r.description}" for n, r in sorted(RUNTIMES.items())))
     p.add_argument("--compile", action="store_true", help="shorthand for --runtime compile")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode (e.g. max-autotune) for --runtime compile")
     p.add_argument("--fullgraph", action="store_true", help="torch.compile(fullgraph=True): fail on graph breaks")
@@ -107,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         img_sizes=args.sweep_img_size or [args.img_size],
         precision=args.precision,
         channels_last=args.channels_last,
-        runtime="compile" if args.compile else args.runtime,
+        runtime="compile" if args.compile else args.runtime[0],
+        runtimes=["compile"] if args.compile else list(args.runtime),
         compile_mode=args.compile_mode,
         fullgraph=args.fullgraph,
         device=device,

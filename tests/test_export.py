@@ -21,6 +21,7 @@ ort = pytest.importorskip("onnxruntime")
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(embed_dims=(16, 32, 40, 64), depths=(1, 1, 1, 1), num_heads=(1, 2, 5, 8), img_size=64)
+TINY_MODEL = {k: v for k, v in TINY.items() if k != "img_size"}  # the benchmark passes img_size itself
 STANDARD_DOMAINS = {"", "ai.onnx"}
 
 
@@ -229,3 +230,28 @@ def test_export_refuses_an_example_that_fixes_a_dynamic_size():
     detector = retinanet_lit("lit_ti", 3, fpn_channels=8, head_convs=1, backbone_kwargs=dict(TINY))
     with pytest.raises(ExportError, match="larger example image"):
         export_program(DetectorDenseOutputs(detector.eval()), torch.randn(2, 3, 64, 64))
+
+
+def test_benchmark_measures_onnxruntime_beside_eager(monkeypatch):
+    import functools
+
+    import litvit.export as export
+    from litvit.benchmark import BenchmarkConfig, format_ratios, run_benchmark
+
+    # Opset 16 (traced) keeps the test's export cheap; the benchmark's default is the opset-18 graph.
+    monkeypatch.setattr(export, "onnxruntime_runner", functools.partial(export.onnxruntime_runner, opset=16))
+    model = tiny_model("lit_s")
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        np.testing.assert_allclose(export.onnxruntime_runner(model, x)(x)[0], model(x).numpy(), atol=1e-4, rtol=0)
+
+    config = BenchmarkConfig(
+        models=["lit_s"], modes=["inference", "train"], runtimes=["eager", "onnxruntime"], img_sizes=[64],
+        batch_size=2, train_batch_size=2, repeats=2, memory=False, threads=1, num_classes=7, model_kwargs=TINY_MODEL,
+    )
+    report = run_benchmark(config, log=None)
+    by_key = {(r["mode"], r["runtime"]): r for r in report["results"]}
+    assert by_key[("inference", "onnxruntime")]["status"] == "ok" and by_key[("inference", "onnxruntime")]["img_per_s"] > 0
+    assert by_key[("inference", "eager")]["status"] == "ok"
+    assert by_key[("train", "onnxruntime")]["status"] == "skipped"  # an exported graph cannot train
+    assert "lit_s onnxruntime / eager (inference, 64px)" in format_ratios(report, [])
