@@ -96,7 +96,8 @@ def _export_mode(model: Any) -> Iterator[Any]:
     under symbolic shapes yields a layout the following reshape cannot view, and ONNX
     below opset 23 has no attention operator anyway.
     """
-    was_training = model.training
+    # Per module: a detector may hold frozen parts in eval mode inside a training model.
+    modes = [(m, m.training) for m in model.modules()]
     fused = [(m, m.fused_attn) for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
     model.eval()
     for m, _ in fused:
@@ -106,7 +107,8 @@ def _export_mode(model: Any) -> Iterator[Any]:
     finally:
         for m, value in fused:
             m.fused_attn = value
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
 
 
 def _size_divisor(model: Any) -> int:
@@ -120,7 +122,7 @@ def _size_divisor(model: Any) -> int:
 def _output_list(out: Any) -> List[Any]:
     import torch.utils._pytree as pytree
 
-    return [t for t in pytree.tree_leaves(out)]
+    return list(pytree.tree_leaves(out))
 
 
 def export_program(
@@ -136,7 +138,6 @@ def export_program(
     dimensions whose example size is 1). Height and width are exported as multiples of
     ``size_divisor`` (the model's ``size_divisor`` or ``stride``, else 32).
     """
-    import torch
     from torch.export import Dim
 
     if example.ndim != 4:
@@ -223,7 +224,6 @@ def export_onnx(
     Returns the path and whether the image size is dynamic.
     """
     require_onnx(need_exporter=opset >= DEFAULT_OPSET)
-    import torch
 
     if opset < MIN_OPSET:
         raise ExportError(
@@ -302,7 +302,6 @@ def _max_abs_diff(outputs: Sequence[Any], references: Sequence[Any]) -> float:
 def _check_inputs(
     example: Any, batch_sizes: Sequence[int], image_sizes: Sequence[Tuple[int, int]], seed: int = 0
 ) -> Iterator[Tuple[Tuple[int, ...], Any]]:
-    import torch
 
     gen = torch.Generator().manual_seed(seed)
     channels = example.shape[1]
@@ -344,7 +343,6 @@ def verify_onnx(
     require_onnx(need_exporter=False)
     import onnx
     import onnxruntime as ort
-    import torch
 
     try:
         onnx.checker.check_model(str(path), full_check=True)
@@ -377,7 +375,6 @@ def verify_program(
     image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
 ) -> List[Dict[str, Any]]:
     """Run an :class:`~torch.export.ExportedProgram` (or a saved ``.pt2`` path) against ``model``."""
-    import torch
 
     if isinstance(program, (str, os.PathLike)):
         program = torch.export.load(str(program))
@@ -386,7 +383,7 @@ def verify_program(
     checks = []
     with _export_mode(model), torch.no_grad():
         for shape, x in _check_inputs(example, batch_sizes, image_sizes):
-            got = [t for t in _output_list(module(x))]
+            got = _output_list(module(x))
             checks.append({"shape": shape, "max_abs_diff": _max_abs_diff(got, _output_list(model(x)))})
     return checks
 
@@ -418,7 +415,6 @@ def export_model(
     image size is dynamic, at a second, non-square size. ``program`` reuses an
     :func:`export_program` result of ``model`` (dynamic batch and size) instead of exporting again.
     """
-    import torch
 
     if format not in EXPORT_FORMATS:
         raise ExportError(f"unknown format {format!r}; choose from {', '.join(EXPORT_FORMATS)}")
@@ -490,7 +486,6 @@ def onnxruntime_runner(
     """
     require_onnx(need_exporter=opset >= DEFAULT_OPSET)
     import onnxruntime as ort
-    import torch
 
     example = example.detach().float().cpu().contiguous()
     if example.shape[0] < 2:
