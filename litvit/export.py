@@ -648,7 +648,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "export",
         help="export a model to ONNX (checked with ONNX Runtime) or a torch.export program",
-        description="Export a LIT classifier or Semantic FPN-LIT segmenter with a dynamic batch dimension. "
+        description="Export a LIT classifier, a Semantic FPN-LIT segmenter or the dense part of a LIT detector "
+        "with a dynamic batch dimension. "
         f"ONNX at opset >= {DEFAULT_OPSET} (default {DEFAULT_OPSET}) also has a dynamic image size (multiples of 32); "
         f"opsets {MIN_OPSET}-{DEFAULT_OPSET - 1} fix it to --img-size. The ONNX file is checked with onnx.checker "
         "and compared with PyTorch in ONNX Runtime before it is written.",
