@@ -100,7 +100,7 @@ def run_classification_demo(args: argparse.Namespace) -> int:
     generate_classification(data_dir, **DEMO_DATA)
     data_time = time.time() - start
 
-    overrides = dict(DEMO_SETTINGS, data_dir=str(data_dir), output=str(output), seed=args.seed, progress="lines")
+    overrides = dict(DEMO_SETTINGS, data_dir=str(data_dir), output=str(output), seed=args.seed)
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     if args.device is not None:
