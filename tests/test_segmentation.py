@@ -382,3 +382,18 @@ def test_cli_reports_bad_data_in_one_line(ade_root, tmp_path, capsys):
     (ade_root / "classes.txt").unlink()
     code = main(["segment", "train", "--data-dir", str(ade_root), "--dataset", "folder"])
     assert code == 2 and "--num-classes" in capsys.readouterr().err
+
+
+def test_demo_settings_and_classification_backbone_reuse(tmp_path):
+    from litvit.engine.config import build_config
+    from litvit.segmentation.demo import DEMO_SETTINGS, _classify_demo_backbone
+
+    cfg = build_config(SegTrainConfig, overrides=dict(DEMO_SETTINGS, data_dir=str(tmp_path)))
+    assert cfg.crop_size == tuple(DEMO_SETTINGS["crop_size"]) and cfg.iterations == DEMO_SETTINGS["iterations"]
+    arch = {k: list(DEMO_SETTINGS[k]) for k in ("embed_dims", "depths", "num_heads", "mlp_ratios")}
+    torch.save({"model": {}, "config": {"model": "lit_ti", "model_kwargs": arch}}, tmp_path / "fits.pth")
+    other = dict(arch, depths=[2, 2, 2, 2])
+    torch.save({"model": {}, "config": {"model": "lit_ti", "model_kwargs": other}}, tmp_path / "other.pth")
+    assert _classify_demo_backbone(tmp_path / "fits.pth") == tmp_path / "fits.pth"
+    assert _classify_demo_backbone(tmp_path / "other.pth") is None
+    assert _classify_demo_backbone(tmp_path / "missing.pth") is None
