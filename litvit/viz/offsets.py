@@ -191,7 +191,7 @@ def draw_offsets(image: np.ndarray, trace: Dict[str, Any], overview: Optional[Di
     h, w = image.shape[:2]
     n = len(trace["cells"])
     panels = n + (1 if overview is not None else 0)
-    cols = min(panels, 4 if panels > 4 else panels)
+    cols = int(np.ceil(np.sqrt(panels)))  # near-square grid of panels
     rows = int(np.ceil(panels / cols))
     aspect = h / w
     fig = Figure(figsize=(panel_inches * cols, panel_inches * aspect * rows + 0.9), layout="constrained")
