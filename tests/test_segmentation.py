@@ -390,10 +390,19 @@ def test_demo_settings_and_classification_backbone_reuse(tmp_path):
 
     cfg = build_config(SegTrainConfig, overrides=dict(DEMO_SETTINGS, data_dir=str(tmp_path)))
     assert cfg.crop_size == tuple(DEMO_SETTINGS["crop_size"]) and cfg.iterations == DEMO_SETTINGS["iterations"]
-    arch = {k: list(DEMO_SETTINGS[k]) for k in ("embed_dims", "depths", "num_heads", "mlp_ratios")}
-    torch.save({"model": {}, "config": {"model": "lit_ti", "model_kwargs": arch}}, tmp_path / "fits.pth")
-    other = dict(arch, depths=[2, 2, 2, 2])
-    torch.save({"model": {}, "config": {"model": "lit_ti", "model_kwargs": other}}, tmp_path / "other.pth")
-    assert _classify_demo_backbone(tmp_path / "fits.pth") == tmp_path / "fits.pth"
+    arch = {"embed_dims": [16, 32, 40, 64], "depths": [1, 1, 1, 1], "num_heads": [1, 2, 5, 8]}
+    torch.save({"model": {}, "config": {"model": "lit_s", "model_kwargs": arch}}, tmp_path / "cls.pth")
+    torch.save({"model": {}, "config": {"model": "resnet18", "model_kwargs": {}}}, tmp_path / "other.pth")
+    path, settings = _classify_demo_backbone(tmp_path / "cls.pth")
+    assert path == tmp_path / "cls.pth" and settings["model"] == "lit_s"
+    assert settings["depths"] == (1, 1, 1, 1) and settings["mlp_ratios"] is None  # left at lit_s's own
     assert _classify_demo_backbone(tmp_path / "other.pth") is None
     assert _classify_demo_backbone(tmp_path / "missing.pth") is None
+    # The segmentation model built from those settings loads the classifier's backbone weights.
+    torch.manual_seed(0)
+    classifier = timm.create_model("lit_s", num_classes=6, **arch, img_size=32)
+    torch.save({"model": classifier.state_dict(), "config": {"model": "lit_s", "model_kwargs": arch}}, path)
+    merged = build_config(SegTrainConfig, overrides=dict(DEMO_SETTINGS, **settings, data_dir=str(tmp_path)))
+    model = semantic_fpn_lit(merged.model, num_classes=7, backbone_checkpoint=path, embed_dims=merged.embed_dims,
+                             depths=merged.depths, num_heads=merged.num_heads, img_size=merged.img_size)
+    assert torch.equal(model.backbone.patch_embed.proj.weight, classifier.patch_embed.proj.weight)

@@ -10,7 +10,7 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 __all__ = ["DEMO_SETTINGS", "DEMO_DATA", "run_demo"]
 
@@ -51,7 +51,8 @@ DEMO_SETTINGS: Dict[str, Any] = dict(
     device="cpu",
 )
 # As in the paper, where the backbone starts from ImageNet weights: when the classification
-# demo has been run (``litvit demo``), its checkpoint initialises the backbone.
+# demo has been run (``litvit demo``), its checkpoint initialises the backbone (whose model
+# and shape are then those of the classifier).
 CLASSIFY_DEMO_CHECKPOINT = Path("runs/demo-classify/best.pth")
 _BACKBONE_KEYS = ("embed_dims", "depths", "num_heads", "mlp_ratios")
 
@@ -69,10 +70,12 @@ def _threads(requested: Any) -> int:
     return 1 if busy > 0.5 * cores else max(1, cores - 1) if cores > 2 else cores
 
 
-def _classify_demo_backbone(path: Path = CLASSIFY_DEMO_CHECKPOINT) -> Optional[Path]:
-    """The classification demo's checkpoint when it exists and has this demo's backbone shape."""
+def _classify_demo_backbone(path: Path = CLASSIFY_DEMO_CHECKPOINT) -> Optional[Tuple[Path, Dict[str, Any]]]:
+    """The classification demo's checkpoint and the backbone settings it was trained with
+    (``model`` plus the ``_BACKBONE_KEYS`` it sets), when it exists and holds a LIT model."""
     from ..checkpoint import read_checkpoint
     from ..errors import CheckpointError
+    from ..models import MODEL_CONFIGS
 
     if not path.is_file():
         return None
@@ -81,11 +84,14 @@ def _classify_demo_backbone(path: Path = CLASSIFY_DEMO_CHECKPOINT) -> Optional[P
     except CheckpointError:
         return None
     config = saved.get("config", {}) if isinstance(saved, dict) else {}
-    kwargs = config.get("model_kwargs") or {}
-    wanted = {k: list(DEMO_SETTINGS[k]) for k in _BACKBONE_KEYS}
-    if config.get("model") != DEMO_SETTINGS["model"] or {k: list(kwargs.get(k, [])) for k in _BACKBONE_KEYS} != wanted:
+    if config.get("model") not in MODEL_CONFIGS:
         return None
-    return path
+    kwargs = config.get("model_kwargs") or {}
+    settings: Dict[str, Any] = {"model": config["model"]}
+    for key in _BACKBONE_KEYS:
+        # Keys the classifier left at the model's defaults must not keep the demo's reductions.
+        settings[key] = tuple(kwargs[key]) if key in kwargs else None
+    return path, settings
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -108,11 +114,15 @@ def run_demo(args: argparse.Namespace) -> int:
     start = time.time()
     print(f"[1/4] synthetic data: {data_dir}", flush=True)
     generate_segmentation(data_dir, **DEMO_DATA)
-    checkpoint = None if getattr(args, "from_scratch", False) else _classify_demo_backbone()
-    print(f"[2/4] backbone: {'classification demo checkpoint ' + str(checkpoint) if checkpoint else 'from scratch'}",
-          flush=True)
-    overrides = dict(DEMO_SETTINGS, data_dir=str(data_dir), output_dir=str(output), seed=seed,
-                     backbone_checkpoint=str(checkpoint) if checkpoint else None)
+    found = None if getattr(args, "from_scratch", False) else _classify_demo_backbone()
+    overrides = dict(DEMO_SETTINGS, data_dir=str(data_dir), output_dir=str(output), seed=seed)
+    if found is not None:
+        checkpoint, backbone = found
+        overrides.update(backbone, backbone_checkpoint=str(checkpoint))
+        print(f"[2/4] backbone: {backbone['model']} from the classification demo checkpoint {checkpoint}", flush=True)
+    else:
+        print(f"[2/4] backbone: {DEMO_SETTINGS['model']} from scratch (run 'litvit demo' first to start from "
+              "the classification demo's weights)", flush=True)
     if getattr(args, "iterations", None):
         overrides["iterations"] = int(args.iterations)
     if getattr(args, "device", None):
