@@ -67,6 +67,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--device", default=None, help="device (default: cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--iterations", type=int, default=None, help="segment: override the training iterations")
+    p.add_argument("--detector", default=None, help="detect: which detector(s) to train (see the detection demo)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="detect/segment: do not start from the classification demo's backbone")
     p.set_defaults(func=run)
 
 
