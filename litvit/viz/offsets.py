@@ -21,7 +21,6 @@ stage-1 tokens ``8r .. 8r+7`` x ``8c .. 8c+7``, i.e. pixels ``32r + 4m + 1.5``.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
