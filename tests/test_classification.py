@@ -336,15 +336,17 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_kill_after_first_epoch_and_resume_gives_identical_weights(shapes, tmp_path):
-    cfg_path = _yaml(tmp_path, epochs=3, data_dir=str(shapes), workers=1)
+@pytest.mark.parametrize("save_every_steps, first", [(0, "checkpoint-epoch0001.pth"), (4, "checkpoint-step00000004.pth")])
+def test_kill_after_first_checkpoint_and_resume_gives_identical_weights(shapes, tmp_path, save_every_steps, first):
+    """Killed right after its first checkpoint (end of epoch 1, or step 4 of 6 inside epoch 1)."""
+    cfg_path = _yaml(tmp_path, epochs=3, data_dir=str(shapes), workers=1, save_every_steps=save_every_steps)
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     script = tmp_path / "kill.py"
     script.write_text(_KILL_AFTER_FIRST_SAVE)
     proc = subprocess.run([sys.executable, str(script), "train", "--config", str(cfg_path), "--output", str(killed)],
                           env=_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == -9, proc.stderr[-2000:]
-    assert sorted(p.name for p in killed.glob("checkpoint-*")) == ["checkpoint-epoch0001.pth"]
+    assert sorted(p.name for p in killed.glob("checkpoint-*")) == [first]
 
     base = [sys.executable, "-m", "litvit.cli", "train", "--config", str(cfg_path)]
     logs = []
@@ -352,7 +354,7 @@ def test_kill_after_first_epoch_and_resume_gives_identical_weights(shapes, tmp_p
         proc = subprocess.run(base + args, env=_env(), capture_output=True, text=True, timeout=240)
         assert proc.returncode == 0, proc.stderr[-2000:]
         logs.append(proc.stderr)
-    assert "resumed from" in logs[0] and "checkpoint-epoch0001.pth" in logs[0]
+    assert "resumed from" in logs[0] and first in logs[0]
     resumed, reference = _weights(killed / "checkpoint-epoch0003.pth"), _weights(straight / "checkpoint-epoch0003.pth")
     assert resumed.keys() == reference.keys()
     for name in reference:
