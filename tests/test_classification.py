@@ -5,7 +5,6 @@ Everything runs a tiny LIT on a tiny synthetic shapes folder (32 px) on the CPU.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import socket
