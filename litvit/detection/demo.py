@@ -137,7 +137,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
         model, meta = detector_from_checkpoint(str(run_dir / f"checkpoint-epoch{cfg.epochs:03d}.pth"))
         images = sorted((data_dir / "images" / "val").glob("*.png"))[:4]
-        predict_images(model, images, run_dir / "predictions", meta["categories"]["names"], torch.device(cfg.device), 0.5)
+        predict_images(model, images, run_dir / "predictions", meta["categories"]["names"], torch.device(cfg.device), 0.3)
 
     print("[3/3] summary (COCO metrics from pycocotools on the 100 held-out images)")
     for name, (metrics, minutes, cpu_minutes) in results.items():
