@@ -8,7 +8,7 @@ differences that matter on small shared machines:
   all of them alike and the ratios between them stay meaningful;
 * peak memory is measured in a **fresh subprocess** per model and mode, so it is that
   model's own peak: the CUDA caching allocator's ``max_memory_allocated`` on GPU, the
-  process's peak resident set size (``ru_maxrss``) on CPU. The CPU figure includes the
+  process's peak resident set size (``VmHWM``) on CPU. The CPU figure includes the
   interpreter, torch and the model weights; ``mem_base_mb`` is the same process's RSS
   after its imports, so ``peak_mem_mb - mem_base_mb`` is what the model added.
 
@@ -419,6 +419,19 @@ def _current_rss_mb() -> float:
 
 
 def _max_rss_mb() -> float:
+    """This process's peak resident set size.
+
+    Linux: ``VmHWM`` of ``/proc/self/status``. Not ``ru_maxrss``: Linux carries it over from
+    the parent across fork and exec, so a worker started by a big benchmark process would
+    report the parent's RSS.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     import resource
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
