@@ -5,10 +5,11 @@ file (``--config``) < command-line options; see :func:`litvit.engine.config.buil
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from ..engine.config import build_config
+from ..engine.config import setting
 
 __all__ = ["DetectTrainConfig", "resolve_detect_config", "DEFAULT_LR"]
 
@@ -16,64 +17,59 @@ __all__ = ["DetectTrainConfig", "resolve_detect_config", "DEFAULT_LR"]
 DEFAULT_LR = {"retinanet": 1e-4, "mask_rcnn": 2e-4}
 
 
-def _f(default: Any, help: str, **meta: Any) -> Any:
-    if isinstance(default, (list, dict)):
-        value = default
-        return field(default_factory=lambda: type(value)(value), metadata=dict(help=help, **meta))
-    return field(default=default, metadata=dict(help=help, **meta))
 
 
 @dataclass
 class DetectTrainConfig:
     # data
-    data_root: Optional[str] = _f(None, "COCO 2017 layout: annotations/instances_{train,val}2017.json, {train,val}2017/")
-    train_split: str = _f("train", "training split name under --data-root (train -> train2017)")
-    val_split: str = _f("val", "validation split name under --data-root ('' to skip evaluation)")
-    train_images: Optional[str] = _f(None, "training images folder (instead of --data-root)")
-    train_ann: Optional[str] = _f(None, "training instances JSON (instead of --data-root)")
-    val_images: Optional[str] = _f(None, "validation images folder (instead of --data-root)")
-    val_ann: Optional[str] = _f(None, "validation instances JSON (instead of --data-root)")
-    skip_missing_images: bool = _f(False, "leave out (and count) images whose file is missing instead of stopping")
-    keep_empty_images: bool = _f(False, "train on images without annotations too (as pure negatives)")
-    output: str = _f("runs/detect", "run directory (checkpoints, metrics.jsonl, config.yaml, eval JSON)")
+    data_root: Optional[str] = setting(None, "COCO 2017 layout: annotations/instances_{train,val}2017.json, {train,val}2017/")
+    train_split: str = setting("train", "training split name under --data-root (train -> train2017)")
+    val_split: str = setting("val", "validation split name under --data-root ('' to skip evaluation)")
+    train_images: Optional[str] = setting(None, "training images folder (instead of --data-root)")
+    train_ann: Optional[str] = setting(None, "training instances JSON (instead of --data-root)")
+    val_images: Optional[str] = setting(None, "validation images folder (instead of --data-root)")
+    val_ann: Optional[str] = setting(None, "validation instances JSON (instead of --data-root)")
+    skip_missing_images: bool = setting(False, "leave out (and count) images whose file is missing instead of stopping")
+    keep_empty_images: bool = setting(False, "train on images without annotations too (as pure negatives)")
+    output: str = setting("runs/detect", "run directory (checkpoints, metrics.jsonl, config.yaml, eval JSON)")
     # model
-    arch: str = _f("retinanet", "detector", choices=("retinanet", "mask_rcnn"))
-    model: str = _f("lit_ti", "LIT backbone", choices=("lit_ti", "lit_s", "lit_m", "lit_b"))
-    backbone_checkpoint: Optional[str] = _f(None, "ImageNet classification checkpoint for the backbone (released or litvit)")
-    frozen_stages: int = _f(-1, "freeze the patch embedding and the first N stages (-1: none)")
-    norm_eval: bool = _f(False, "keep the DTM BatchNorms in eval mode while training")
-    drop_path: Optional[float] = _f(None, "backbone stochastic depth (default: the model's ImageNet rate)")
-    min_size: int = _f(800, "shorter image side after resizing (keep ratio)")
-    max_size: int = _f(1333, "longer image side limit after resizing")
-    model_kwargs: Dict[str, Any] = _f({}, "extra detector-builder arguments as YAML, e.g. '{fpn_channels: 128}'")
-    backbone_kwargs: Dict[str, Any] = _f({}, "extra LIT arguments as YAML, e.g. '{embed_dims: [32, 64, 128, 160]}'")
+    arch: str = setting("retinanet", "detector", choices=("retinanet", "mask_rcnn"))
+    model: str = setting("lit_ti", "LIT backbone", choices=("lit_ti", "lit_s", "lit_m", "lit_b"))
+    backbone_checkpoint: Optional[str] = setting(None, "ImageNet classification checkpoint for the backbone (released or litvit)")
+    frozen_stages: int = setting(-1, "freeze the patch embedding and the first N stages (-1: none)")
+    norm_eval: bool = setting(False, "keep the DTM BatchNorms in eval mode while training")
+    drop_path: Optional[float] = setting(None, "backbone stochastic depth (default: the model's ImageNet rate)")
+    min_size: int = setting(800, "shorter image side after resizing (keep ratio)")
+    max_size: int = setting(1333, "longer image side limit after resizing")
+    model_kwargs: Dict[str, Any] = setting({}, "extra detector-builder arguments as YAML, e.g. '{fpn_channels: 128}'")
+    backbone_kwargs: Dict[str, Any] = setting({}, "extra LIT arguments as YAML, e.g. '{embed_dims: [32, 64, 128, 160]}'")
     # schedule and optimiser (released 1x: 8 GPUs x 2 images, 12 epochs)
-    epochs: int = _f(12, "training epochs")
-    batch_size: int = _f(2, "images per process per step")
-    lr: Optional[float] = _f(None, "AdamW learning rate (default: 1e-4 RetinaNet, 2e-4 Mask R-CNN, for 16 images per step)")
-    weight_decay: float = _f(1e-4, "weight decay (none on norms and position tables)")
-    opt_betas: Tuple[float, ...] = _f((0.9, 0.999), "AdamW betas")
-    offset_lr_scale: float = _f(0.01, "learning-rate factor of the DTM offset convolutions")
-    warmup_iters: int = _f(500, "linear warm-up length in optimiser steps")
-    warmup_ratio: float = _f(0.001, "learning-rate factor at the start of warm-up")
-    lr_steps: Tuple[int, ...] = _f((8, 11), "epochs after which the learning rate is multiplied by lr-gamma")
-    lr_gamma: float = _f(0.1, "learning-rate step factor")
-    clip_grad: Optional[float] = _f(None, "gradient-norm clipping (none in the released recipe)")
-    hflip: float = _f(0.5, "horizontal flip probability")
+    epochs: int = setting(12, "training epochs")
+    batch_size: int = setting(2, "images per process per step")
+    lr: Optional[float] = setting(None, "AdamW learning rate (default: 1e-4 RetinaNet, 2e-4 Mask R-CNN, for 16 images per step)")
+    weight_decay: float = setting(1e-4, "weight decay (none on norms and position tables)")
+    opt_betas: Tuple[float, ...] = setting((0.9, 0.999), "AdamW betas")
+    offset_lr_scale: float = setting(0.01, "learning-rate factor of the DTM offset convolutions")
+    warmup_iters: int = setting(500, "linear warm-up length in optimiser steps")
+    warmup_ratio: float = setting(0.001, "learning-rate factor at the start of warm-up")
+    lr_steps: Tuple[int, ...] = setting((8, 11), "epochs after which the learning rate is multiplied by lr-gamma")
+    lr_gamma: float = setting(0.1, "learning-rate step factor")
+    clip_grad: Optional[float] = setting(None, "gradient-norm clipping (none in the released recipe)")
+    hflip: float = setting(0.5, "horizontal flip probability")
     # hardware
-    device: str = _f("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
-    amp: str = _f("auto", "autocast dtype: 'auto' (fp16 on CUDA as released, none on CPU), 'bf16', 'fp16', 'none'",
+    device: str = setting("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    amp: str = setting("auto", "autocast dtype: 'auto' (fp16 on CUDA as released, none on CPU), 'bf16', 'fp16', 'none'",
                   choices=("auto", "bf16", "fp16", "none"))
-    workers: int = _f(2, "data-loader worker processes per training process")
-    threads: Optional[int] = _f(None, "CPU threads for torch (default: torch's choice)")
+    workers: int = setting(2, "data-loader worker processes per training process")
+    threads: Optional[int] = setting(None, "CPU threads for torch (default: torch's choice)")
     # bookkeeping
-    seed: int = _f(0, "random seed (data order, flips, initialisation)")
-    resume: Optional[str] = _f(None, "'auto' (newest complete checkpoint in the run directory) or a checkpoint path")
-    save_every_steps: int = _f(0, "also checkpoint every N optimiser steps (0: once per epoch only)")
-    keep_last: int = _f(2, "periodic checkpoints to keep (best.pth is kept in addition)")
-    eval_every: int = _f(1, "evaluate every N epochs (and after the last)")
-    eval_batch_size: int = _f(2, "evaluation images per process")
-    log_every: int = _f(50, "write a step record to metrics.jsonl every N steps")
+    seed: int = setting(0, "random seed (data order, flips, initialisation)")
+    resume: Optional[str] = setting(None, "'auto' (newest complete checkpoint in the run directory) or a checkpoint path")
+    save_every_steps: int = setting(0, "also checkpoint every N optimiser steps (0: once per epoch only)")
+    keep_last: int = setting(2, "periodic checkpoints to keep (best.pth is kept in addition)")
+    eval_every: int = setting(1, "evaluate every N epochs (and after the last)")
+    eval_batch_size: int = setting(2, "evaluation images per process")
+    log_every: int = setting(50, "write a step record to metrics.jsonl every N steps")
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.epochs < 1:

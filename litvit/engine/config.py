@@ -23,6 +23,7 @@ from ..errors import LitvitError
 
 __all__ = [
     "ConfigError",
+    "setting",
     "add_config_arguments",
     "build_config",
     "load_yaml",
@@ -36,6 +37,17 @@ T = TypeVar("T")
 
 class ConfigError(LitvitError):
     """A configuration file or option is malformed."""
+
+
+def setting(default: Any, help: str, **meta: Any) -> Any:
+    """A dataclass field with its ``--help`` text (and optional ``choices`` / ``cli`` metadata).
+
+    Mutable defaults (lists, tuples, dicts) are copied per instance.
+    """
+    if isinstance(default, (list, tuple, dict)):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=dict(help=help, **meta))
+    return dataclasses.field(default=default, metadata=dict(help=help, **meta))
 
 
 def _unwrap_optional(tp: Any) -> Tuple[Any, bool]:
