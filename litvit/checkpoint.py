@@ -156,6 +156,10 @@ def save_atomic(obj: Any, path: PathLike) -> Path:
                 torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates owner-only files; a checkpoint gets the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
