@@ -176,7 +176,8 @@ def save_figure(fig: Any, out_path: PathLike, dpi: int = 100) -> Path:
         raise DataError(f"cannot write {out_path}: {err.strerror or err}") from None
     os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        # "tight" grows the canvas to what was drawn, so a wide legend is never clipped.
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05)
         # mkstemp creates the file private (0600); give it the permissions a plain open() would.
         umask = os.umask(0)
         os.umask(umask)

@@ -227,7 +227,8 @@ def draw_offsets(image: np.ndarray, trace: Dict[str, Any], overview: Optional[Di
         ax.set_title(f"all {m} last-stage cells: 64 points each,\narrow = cell centre -> mean point", fontsize=8)
         ax.set_xlim(-0.5, w - 0.5)
         ax.set_ylim(h - 0.5, -0.5)
-    fig.legend(handles=_legend_handles(), loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    # A single panel is too narrow for three legend columns.
+    fig.legend(handles=_legend_handles(), loc="outside lower center", ncol=3 if cols > 1 else 2, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
