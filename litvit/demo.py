@@ -11,11 +11,11 @@ import argparse
 import importlib
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 
 from .errors import LitvitError, MissingExtraError
 
-__all__ = ["add_parser", "run", "DEMO_SETTINGS", "DEMO_DATA"]
+__all__ = ["add_parser", "run", "classify_demo_backbone", "DEMO_SETTINGS", "DEMO_DATA", "CLASSIFY_DEMO_CHECKPOINT"]
 
 # A LIT-S-shaped model (relative position bias, mean-pooled head, MLP-only first stages,
 # DTM between stages), narrowed and shortened for a 2-core CPU, trained at 32 px; one
@@ -51,6 +51,37 @@ DEMO_SETTINGS: Dict[str, Any] = dict(
 )
 # The generated data set: 6 shape classes, 1000 training and 100 held-out images each, 64 px.
 DEMO_DATA: Dict[str, Any] = dict(num_train_per_class=1000, num_val_per_class=100, image_size=64, seed=0)
+
+
+# As in the paper, where dense-prediction backbones start from ImageNet weights: when the
+# classification demo has been run (``litvit demo``), its checkpoint initialises the detection
+# and segmentation demos' backbones (whose model and shape are then those of the classifier).
+CLASSIFY_DEMO_CHECKPOINT = Path("runs/demo-classify/best.pth")
+_BACKBONE_KEYS = ("embed_dims", "depths", "num_heads", "mlp_ratios")
+
+
+def classify_demo_backbone(path: Path = CLASSIFY_DEMO_CHECKPOINT) -> Optional[Tuple[Path, Dict[str, Any]]]:
+    """The classification demo's checkpoint and the backbone settings it was trained with
+    (``model`` plus the ``_BACKBONE_KEYS`` it sets), when it exists and holds a LIT model."""
+    from .checkpoint import read_checkpoint
+    from .errors import CheckpointError
+    from .models import MODEL_CONFIGS
+
+    if not path.is_file():
+        return None
+    try:
+        saved = read_checkpoint(path)
+    except CheckpointError:
+        return None
+    config = saved.get("config", {}) if isinstance(saved, dict) else {}
+    if config.get("model") not in MODEL_CONFIGS:
+        return None
+    kwargs = config.get("model_kwargs") or {}
+    settings: Dict[str, Any] = {"model": config["model"]}
+    for key in _BACKBONE_KEYS:
+        # Keys the classifier left at the model's defaults must not keep the demo's reductions.
+        settings[key] = tuple(kwargs[key]) if key in kwargs else None
+    return path, settings
 
 
 def add_parser(subparsers: Any) -> None:

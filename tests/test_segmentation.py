@@ -386,7 +386,8 @@ def test_cli_reports_bad_data_in_one_line(ade_root, tmp_path, capsys):
 
 def test_demo_settings_and_classification_backbone_reuse(tmp_path):
     from litvit.engine.config import build_config
-    from litvit.segmentation.demo import DEMO_SETTINGS, _classify_demo_backbone
+    from litvit.demo import classify_demo_backbone as _classify_demo_backbone
+    from litvit.segmentation.demo import DEMO_SETTINGS
 
     cfg = build_config(SegTrainConfig, overrides=dict(DEMO_SETTINGS, data_dir=str(tmp_path)))
     assert cfg.crop_size == tuple(DEMO_SETTINGS["crop_size"]) and cfg.iterations == DEMO_SETTINGS["iterations"]

@@ -10,7 +10,7 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict
 
 __all__ = ["DEMO_SETTINGS", "DEMO_DATA", "run_demo"]
 
@@ -50,13 +50,6 @@ DEMO_SETTINGS: Dict[str, Any] = dict(
     workers=1,
     device="cpu",
 )
-# As in the paper, where the backbone starts from ImageNet weights: when the classification
-# demo has been run (``litvit demo``), its checkpoint initialises the backbone (whose model
-# and shape are then those of the classifier).
-CLASSIFY_DEMO_CHECKPOINT = Path("runs/demo-classify/best.pth")
-_BACKBONE_KEYS = ("embed_dims", "depths", "num_heads", "mlp_ratios")
-
-
 def _threads(requested: Any) -> int:
     # Two threads per process on a busy 2-core machine run many times slower than one
     # (spinning OpenMP workers); use every core only when it is free.
@@ -70,30 +63,6 @@ def _threads(requested: Any) -> int:
     return 1 if busy > 0.5 * cores else max(1, cores - 1) if cores > 2 else cores
 
 
-def _classify_demo_backbone(path: Path = CLASSIFY_DEMO_CHECKPOINT) -> Optional[Tuple[Path, Dict[str, Any]]]:
-    """The classification demo's checkpoint and the backbone settings it was trained with
-    (``model`` plus the ``_BACKBONE_KEYS`` it sets), when it exists and holds a LIT model."""
-    from ..checkpoint import read_checkpoint
-    from ..errors import CheckpointError
-    from ..models import MODEL_CONFIGS
-
-    if not path.is_file():
-        return None
-    try:
-        saved = read_checkpoint(path)
-    except CheckpointError:
-        return None
-    config = saved.get("config", {}) if isinstance(saved, dict) else {}
-    if config.get("model") not in MODEL_CONFIGS:
-        return None
-    kwargs = config.get("model_kwargs") or {}
-    settings: Dict[str, Any] = {"model": config["model"]}
-    for key in _BACKBONE_KEYS:
-        # Keys the classifier left at the model's defaults must not keep the demo's reductions.
-        settings[key] = tuple(kwargs[key]) if key in kwargs else None
-    return path, settings
-
-
 def run_demo(args: argparse.Namespace) -> int:
     """Run the segmentation demo. ``args`` may carry ``data_dir`` (the synthetic data goes to
     ``<data_dir>/segment``), ``output_dir``/``output``, ``iterations``, ``threads``, ``seed``, ``device``
@@ -101,6 +70,7 @@ def run_demo(args: argparse.Namespace) -> int:
     import torch
 
     from ..data.synthetic import generate_segmentation
+    from ..demo import classify_demo_backbone
     from ..engine.config import build_config
     from .engine import SegTrainConfig, train
     from .metrics import format_metrics
@@ -114,7 +84,7 @@ def run_demo(args: argparse.Namespace) -> int:
     start = time.time()
     print(f"[1/4] synthetic data: {data_dir}", flush=True)
     generate_segmentation(data_dir, **DEMO_DATA)
-    found = None if getattr(args, "from_scratch", False) else _classify_demo_backbone()
+    found = None if getattr(args, "from_scratch", False) else classify_demo_backbone()
     overrides = dict(DEMO_SETTINGS, data_dir=str(data_dir), output_dir=str(output), seed=seed)
     if found is not None:
         checkpoint, backbone = found
