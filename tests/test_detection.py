@@ -453,3 +453,50 @@ def test_coco2017_layout(tmp_path):
     assert coco_split_paths(tmp_path, "val2017")[0] == tmp_path / "val2017"
     with pytest.raises(DataError, match="instances_train2017.json"):
         coco_split_paths(tmp_path, "train")
+
+
+def test_demo_settings_use_the_classification_demo_backbone(tmp_path, monkeypatch):
+    import argparse
+
+    import litvit.demo as top_demo
+    from litvit.detection import demo
+    from litvit.detection.config import resolve_detect_config
+    from litvit.detection.engine import _model_spec, build_from_spec
+
+    arch = {"embed_dims": [16, 32, 40, 64], "depths": [1, 1, 1, 1], "num_heads": [1, 2, 5, 8]}
+    torch.manual_seed(0)
+    classifier = timm.create_model("lit_s", num_classes=6, **arch, img_size=32)
+    path = tmp_path / "cls.pth"
+    torch.save({"model": classifier.state_dict(), "config": {"model": "lit_s", "model_kwargs": arch}}, path)
+    found = top_demo.classify_demo_backbone(path)
+    for name in demo.DEMO_DETECTORS:
+        cfg = resolve_detect_config(**demo.demo_overrides(name, found), data_root=str(tmp_path))
+        assert cfg.arch == name and cfg.model == "lit_s" and cfg.backbone_checkpoint == str(path)
+        assert cfg.backbone_kwargs["embed_dims"] == arch["embed_dims"]
+        assert "mlp_ratios" not in cfg.backbone_kwargs  # left at lit_s's own, as the classifier did
+        assert cfg.backbone_kwargs["img_size"] == cfg.min_size
+    # The detector built from those settings starts from the classifier's backbone weights.
+    model = build_from_spec(_model_spec(cfg, 6), cfg.backbone_checkpoint)
+    assert torch.equal(model.backbone.body.patch_embed.proj.weight, classifier.patch_embed.proj.weight)
+    assert torch.equal(model.backbone.body.stages[3].blocks[0].mlp.fc1.weight, classifier.stages[3].blocks[0].mlp.fc1.weight)
+
+    # From scratch: the classification demo's model and shape, no checkpoint.
+    scratch = demo.demo_overrides("retinanet", None)
+    assert scratch["backbone_checkpoint"] is None and scratch["model"] == top_demo.DEMO_SETTINGS["model"]
+    assert scratch["backbone_kwargs"]["embed_dims"] == top_demo.DEMO_SETTINGS["model_kwargs"]["embed_dims"]
+
+    # run_demo's choice: the checkpoint when present; trained first when missing; none with --from-scratch.
+    trained = []
+    available = {"found": None}
+    monkeypatch.setattr(top_demo, "classify_demo_backbone", lambda: available["found"])
+
+    def fake_classification_demo(args):
+        trained.append(args)
+        available["found"] = found
+        return 0
+
+    monkeypatch.setattr(top_demo, "run_classification_demo", fake_classification_demo)
+    assert demo._classifier(argparse.Namespace(from_scratch=True)) is None and not trained
+    assert demo._classifier(argparse.Namespace(data_dir=str(tmp_path), threads=1)) == found
+    assert len(trained) == 1 and trained[0].data_dir == str(tmp_path) and trained[0].output is None
+    assert demo._classifier(argparse.Namespace()) == found and len(trained) == 1

@@ -407,3 +407,30 @@ def test_demo_settings_and_classification_backbone_reuse(tmp_path):
     model = semantic_fpn_lit(merged.model, num_classes=7, backbone_checkpoint=path, embed_dims=merged.embed_dims,
                              depths=merged.depths, num_heads=merged.num_heads, img_size=merged.img_size)
     assert torch.equal(model.backbone.patch_embed.proj.weight, classifier.patch_embed.proj.weight)
+
+
+def test_demo_trains_the_classification_demo_only_when_its_checkpoint_is_missing(monkeypatch, tmp_path):
+    import argparse
+
+    import litvit.demo as top_demo
+    from litvit.segmentation.demo import DEMO_DATA, DEMO_SETTINGS, _classifier
+
+    # The demo's images and its model's input size agree (no resize on the way in).
+    assert DEMO_SETTINGS["crop_size"] == DEMO_SETTINGS["test_scale"] == (DEMO_DATA["image_size"],) * 2
+    found = (tmp_path / "best.pth", {"model": "lit_s"})
+    calls = []
+    state = {"checkpoint": None}
+    monkeypatch.setattr(top_demo, "classify_demo_backbone", lambda: state["checkpoint"])
+
+    def fake_classification_demo(args):
+        calls.append(args)
+        state["checkpoint"] = found
+        return 0
+
+    monkeypatch.setattr(top_demo, "run_classification_demo", fake_classification_demo)
+    args = argparse.Namespace(data_dir=str(tmp_path), threads=1, seed=3, device=None, from_scratch=True)
+    assert _classifier(args) == (None, False) and not calls
+    args.from_scratch = False
+    assert _classifier(args) == (found, True)
+    assert len(calls) == 1 and calls[0].data_dir == str(tmp_path) and calls[0].seed == 3 and calls[0].threads == 1
+    assert _classifier(args) == (found, False) and len(calls) == 1  # now present: not trained again

@@ -1,7 +1,8 @@
 """``litvit demo --task segment``: Semantic FPN-LIT on the built-in shapes data, on the CPU.
 
-Generates the ADE20K-layout shapes dataset (if absent), trains a narrowed LIT-Ti-shaped
-Semantic FPN with the released pipeline scaled to 64 px images, evaluates it on the
+Generates the ADE20K-layout shapes dataset (if absent), starts the backbone from the
+classification demo's checkpoint (training the classification demo first when it is missing),
+trains Semantic FPN with the released pipeline scaled to the small images, evaluates it on the
 held-out split, and writes predictions for a few held-out images.
 """
 from __future__ import annotations
@@ -10,46 +11,54 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 
 __all__ = ["DEMO_SETTINGS", "DEMO_DATA", "run_demo"]
 
-# The generated data: 6 shape classes + background at 64 px (the shapes then have the pixel
-# size the classification demo trains on).
-DEMO_DATA: Dict[str, Any] = dict(num_train=1200, num_val=100, image_size=64, seed=0)
+# The generated data: 6 shape classes + background. At 96 px the shapes (circumscribed radius
+# 0.08-0.22 of the image, i.e. 8-21 px) have about the pixel size the classification demo's
+# backbone learned them at (8-14 px, up to 20 px after its crop zoom), and the larger ones span
+# a few tokens of the first attention stage (stride 16). The same scenes at 64 px (5-14 px)
+# gave 43 % held-out mIoU instead of 71 % with the same schedule.
+DEMO_DATA: Dict[str, Any] = dict(num_train=2000, num_val=100, image_size=96, seed=0)
 
-# A narrowed LIT-Ti (the classification demo's backbone shape), a narrow FPN/head, and the
-# released pipeline with its sizes scaled from (2048, 512) / 512 crops to 64 px images; the
-# photometric distortion is left out and the rescale range narrowed, since this short schedule
-# underfits rather than overfits.
+# Semantic FPN on the classification demo's backbone (run_demo replaces model and shape by the
+# checkpoint's; these are its values, used from scratch too), a narrow FPN/head, and the
+# released pipeline with its sizes scaled from (2048, 512) / 512 crops to the 96 px images.
+# Left out for this short schedule, which underfits rather than overfits: the photometric
+# distortion and the random rescale (whole images, no crop). Higher learning rate than the
+# released 1e-4, with a short warm-up, since the run is 1000 steps, not 80k.
 DEMO_SETTINGS: Dict[str, Any] = dict(
-    model="lit_ti",
+    model="lit_s",
     embed_dims=(32, 64, 128, 160),
     depths=(1, 1, 2, 1),
     num_heads=(1, 2, 4, 5),
     mlp_ratios=(4, 4, 4, 4),
-    img_size=64,
+    img_size=96,
     drop_path_rate=0.0,
     fpn_channels=64,
     head_channels=64,
-    iterations=1200,
-    batch_size=8,
+    iterations=1000,
+    batch_size=16,
     lr=2e-3,
     warmup_iters=50,
     lr_min=1e-5,
-    crop_size=(64, 64),
-    scale=(128, 64),
-    ratio_range=(0.8, 1.25),
+    crop_size=(96, 96),
+    scale=(96, 96),
+    ratio_range=None,
     photometric=False,
-    test_scale=(128, 64),
-    eval_interval=400,
-    checkpoint_interval=400,
+    test_scale=(96, 96),
+    # One evaluation at the end: each costs training time and the schedule only improves.
+    eval_interval=0,
+    checkpoint_interval=1000,
     keep_last=1,
     log_interval=50,
     eval_batch_size=25,
     workers=1,
     device="cpu",
 )
+
+
 def _threads(requested: Any) -> int:
     # Two threads per process on a busy 2-core machine run many times slower than one
     # (spinning OpenMP workers); use every core only when it is free.
@@ -63,6 +72,31 @@ def _threads(requested: Any) -> int:
     return 1 if busy > 0.5 * cores else max(1, cores - 1) if cores > 2 else cores
 
 
+def _classifier(args: argparse.Namespace) -> Tuple[Optional[Tuple[Path, Dict[str, Any]]], bool]:
+    """The classification demo's checkpoint and backbone settings (None with ``--from-scratch``),
+    and whether the classification demo had to be trained first because its checkpoint was missing."""
+    from ..demo import CLASSIFY_DEMO_CHECKPOINT, classify_demo_backbone, run_classification_demo
+
+    if getattr(args, "from_scratch", False):
+        return None, False
+    found = classify_demo_backbone()
+    if found is not None:
+        return found, False
+    # From scratch, the same schedule stays far below the demo's 60 % mIoU target: the small
+    # LIT learns background vs. shape quickly but shape identity only slowly.
+    print(f"[0/4] no classification demo checkpoint at {CLASSIFY_DEMO_CHECKPOINT}: training the classification "
+          "demo first (its backbone initialises the segmentation model; --from-scratch skips this)", flush=True)
+    run_classification_demo(argparse.Namespace(
+        data_dir=getattr(args, "data_dir", None) or "demo_data", output=None, epochs=None,
+        device=getattr(args, "device", None), threads=getattr(args, "threads", None),
+        seed=int(getattr(args, "seed", 0) or 0),
+    ))
+    found = classify_demo_backbone()
+    if found is None:
+        raise RuntimeError(f"the classification demo did not leave a checkpoint at {CLASSIFY_DEMO_CHECKPOINT}")
+    return found, True
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Run the segmentation demo. ``args`` may carry ``data_dir`` (the synthetic data goes to
     ``<data_dir>/segment``), ``output_dir``/``output``, ``iterations``, ``threads``, ``seed``, ``device``
@@ -70,7 +104,6 @@ def run_demo(args: argparse.Namespace) -> int:
     import torch
 
     from ..data.synthetic import generate_segmentation
-    from ..demo import classify_demo_backbone
     from ..engine.config import build_config
     from .engine import SegTrainConfig, train
     from .metrics import format_metrics
@@ -80,19 +113,21 @@ def run_demo(args: argparse.Namespace) -> int:
     output = Path(getattr(args, "output_dir", None) or getattr(args, "output", None) or "runs/demo-segment")
     seed = getattr(args, "seed", 0) or 0
     threads = _threads(getattr(args, "threads", None))
-    torch.set_num_threads(threads)
     start = time.time()
+    found, trained_classifier = _classifier(args)
+    classify_time = time.time() - start
+    # After the classification demo, which sets its own thread count.
+    torch.set_num_threads(threads)
     print(f"[1/4] synthetic data: {data_dir}", flush=True)
-    generate_segmentation(data_dir, **DEMO_DATA)
-    found = None if getattr(args, "from_scratch", False) else classify_demo_backbone()
+    # The demo owns this directory: a dataset left by other demo settings is rewritten.
+    generate_segmentation(data_dir, overwrite=True, **DEMO_DATA)
     overrides = dict(DEMO_SETTINGS, data_dir=str(data_dir), output_dir=str(output), seed=seed)
     if found is not None:
         checkpoint, backbone = found
         overrides.update(backbone, backbone_checkpoint=str(checkpoint))
         print(f"[2/4] backbone: {backbone['model']} from the classification demo checkpoint {checkpoint}", flush=True)
     else:
-        print(f"[2/4] backbone: {DEMO_SETTINGS['model']} from scratch (run 'litvit demo' first to start from "
-              "the classification demo's weights)", flush=True)
+        print(f"[2/4] backbone: {DEMO_SETTINGS['model']} from scratch (--from-scratch)", flush=True)
     if getattr(args, "iterations", None):
         overrides["iterations"] = int(args.iterations)
     if getattr(args, "device", None):
@@ -120,7 +155,12 @@ def run_demo(args: argparse.Namespace) -> int:
     print()
     print(f"held-out mIoU: {100 * metrics['mIoU']:.1f}  (mAcc {100 * metrics['mAcc']:.1f}, "
           f"aAcc {100 * metrics['aAcc']:.1f}; {len(list((data_dir / 'images' / 'validation').glob('*.png')))} images)")
-    print(f"time: {(time.time() - start) / 60:.1f} min in all (training {train_time / 60:.1f} min)")
+    total = time.time() - start
+    if trained_classifier:
+        print(f"time: {total / 60:.1f} min in all (classification demo {classify_time / 60:.1f} min, "
+              f"segmentation {(total - classify_time) / 60:.1f} min, of which training {train_time / 60:.1f} min)")
+    else:
+        print(f"time: {total / 60:.1f} min in all (training {train_time / 60:.1f} min)")
     print(f"checkpoint:  {output / 'best.pth'}")
     print(f"predictions: {output / 'predictions'}")
     print(f"next: litvit segment eval {output / 'best.pth'} --data-dir {data_dir}")
