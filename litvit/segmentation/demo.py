@@ -15,19 +15,22 @@ from typing import Any, Dict, Optional, Tuple
 
 __all__ = ["DEMO_SETTINGS", "DEMO_DATA", "run_demo"]
 
-# The generated data: 6 shape classes + background. At 96 px the shapes (circumscribed radius
-# 0.08-0.22 of the image, i.e. 8-21 px) have about the pixel size the classification demo's
+# The generated data: 6 shape classes + background, 96 px. At this size the shapes (circumscribed
+# radius 0.08-0.22 of the image, i.e. 8-21 px) have about the pixel size the classification demo's
 # backbone learned them at (8-14 px, up to 20 px after its crop zoom), and the larger ones span
-# a few tokens of the first attention stage (stride 16). The same scenes at 64 px (5-14 px)
-# gave 43 % held-out mIoU instead of 71 % with the same schedule.
+# a few tokens of the first attention stage (stride 16). Measured with the same 1000-step
+# schedule and backbone: 64 px images gave 43 % held-out mIoU, the same images upscaled to 96 px
+# 71 %, 96 px images 69 %; 96 px images are kept since the model then sees the data as drawn.
 DEMO_DATA: Dict[str, Any] = dict(num_train=2000, num_val=100, image_size=96, seed=0)
 
 # Semantic FPN on the classification demo's backbone (run_demo replaces model and shape by the
 # checkpoint's; these are its values, used from scratch too), a narrow FPN/head, and the
 # released pipeline with its sizes scaled from (2048, 512) / 512 crops to the 96 px images.
 # Left out for this short schedule, which underfits rather than overfits: the photometric
-# distortion and the random rescale (whole images, no crop). Higher learning rate than the
-# released 1e-4, with a short warm-up, since the run is 1000 steps, not 80k.
+# distortion and the random rescale (whole images, no crop). A higher learning rate than the
+# released 1e-4, with a short warm-up, since the run is 1500 steps, not 80k. Schedule length
+# (measured inside a 2000-step run): 67 % mIoU after 1000 steps, 76 % after 1500, 78 % after 2000;
+# 1500 keeps the demo near 10 minutes even when the classification demo has to run first.
 DEMO_SETTINGS: Dict[str, Any] = dict(
     model="lit_s",
     embed_dims=(32, 64, 128, 160),
@@ -38,7 +41,7 @@ DEMO_SETTINGS: Dict[str, Any] = dict(
     drop_path_rate=0.0,
     fpn_channels=64,
     head_channels=64,
-    iterations=1000,
+    iterations=1500,
     batch_size=16,
     lr=2e-3,
     warmup_iters=50,
@@ -50,7 +53,7 @@ DEMO_SETTINGS: Dict[str, Any] = dict(
     test_scale=(96, 96),
     # One evaluation at the end: each costs training time and the schedule only improves.
     eval_interval=0,
-    checkpoint_interval=1000,
+    checkpoint_interval=1500,
     keep_last=1,
     log_interval=50,
     eval_batch_size=25,
@@ -100,7 +103,7 @@ def _classifier(args: argparse.Namespace) -> Tuple[Optional[Tuple[Path, Dict[str
 def run_demo(args: argparse.Namespace) -> int:
     """Run the segmentation demo. ``args`` may carry ``data_dir`` (the synthetic data goes to
     ``<data_dir>/segment``), ``output_dir``/``output``, ``iterations``, ``threads``, ``seed``, ``device``
-    and ``from_scratch`` (ignore the classification demo checkpoint)."""
+    and ``from_scratch`` (neither start from the classification demo checkpoint nor train it when missing)."""
     import torch
 
     from ..data.synthetic import generate_segmentation
