@@ -30,7 +30,7 @@ DEMO_DATA: Dict[str, Any] = dict(num_train=2000, num_val=100, image_size=96, see
 # distortion and the random rescale (whole images, no crop). A higher learning rate than the
 # released 1e-4, with a short warm-up, since the run is 1500 steps, not 80k. Schedule length
 # (measured inside a 2000-step run): 67 % mIoU after 1000 steps, 76 % after 1500, 78 % after 2000;
-# 1500 keeps the demo near 10 minutes even when the classification demo has to run first.
+# 1500 leaves time for the classification demo within the 15 minutes when it has to run first.
 DEMO_SETTINGS: Dict[str, Any] = dict(
     model="lit_s",
     embed_dims=(32, 64, 128, 160),
