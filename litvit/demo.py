@@ -101,7 +101,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--iterations", type=int, default=None, help="segment: override the training iterations")
     p.add_argument("--detector", default=None, help="detect: which detector(s) to train (see the detection demo)")
     p.add_argument("--from-scratch", action="store_true",
-                   help="detect/segment: do not start from the classification demo's backbone")
+                   help="detect/segment: train the backbone from random weights instead of starting from the "
+                   "classification demo's checkpoint (which is otherwise trained first when missing)")
     p.set_defaults(func=run)
 
 
