@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from litvit.models import set_reference_path
+from litvit.models import lit
 from litvit.models.lit import Attention, DeformableTokenMerging
 
 
@@ -56,6 +57,40 @@ def test_attention_fast_equals_reference_float32(rel_pos, grid):
     attn.fused_attn = False
     reference = attn(x, grid)
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_relative_position_index_rows_match_the_full_index():
+    full = lit.relative_position_index(5, 7)
+    torch.testing.assert_close(lit.relative_position_index_rows((5, 7), 9, 23), full[9:23])
+
+
+def test_blocked_attention_equals_the_one_call_form(monkeypatch):
+    # 400 bias elements / (5 heads x 35 tokens) = 2 query rows per block; 2 does not divide 35,
+    # so the last block is a short one.
+    monkeypatch.setattr(lit, "BIAS_BLOCK_ELEMENTS", 400)
+    torch.manual_seed(0)
+    attn = Attention(40, 5, rel_pos_grid=(4, 4)).eval()
+    x = torch.randn(2, 35, 40)
+    calls = []
+    blocked_sdpa = attn.blocked_sdpa
+    monkeypatch.setattr(attn, "blocked_sdpa", lambda *a: calls.append(a[-1]) or blocked_sdpa(*a))
+    with torch.inference_mode():
+        fast = attn(x, (5, 7))
+        attn.fused_attn = False
+        reference = attn(x, (5, 7))
+    assert calls == [2]
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_blocks_queries_only_when_no_gradient_is_needed(monkeypatch):
+    monkeypatch.setattr(lit, "BIAS_BLOCK_ELEMENTS", 400)
+    attn = Attention(40, 5, rel_pos_grid=(4, 4))
+    q = torch.randn(1, 5, 35, 8)
+    with torch.no_grad():
+        assert attn.query_block_rows(q, 35) == 2
+    # Under autograd the bias table needs a gradient: one call, whose bias autograd keeps anyway.
+    assert attn.query_block_rows(q, 35) == 35
+    assert Attention(40, 5).query_block_rows(q, 35) == 35  # no bias: SDPA needs no blocking
 
 
 def test_attention_gradients_fast_equal_reference():
@@ -107,7 +142,7 @@ def test_dtm_fast_equals_reference_float32_and_bfloat16():
 
 
 @pytest.mark.parametrize("name", ["lit_ti", "lit_s"])
-def test_whole_model_fast_equals_reference(tiny_lit, name):
+def test_whole_model_fast_equals_reference(tiny_lit, name, monkeypatch):
     fast, reference = _pair(tiny_lit, name)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -115,6 +150,9 @@ def test_whole_model_fast_equals_reference(tiny_lit, name):
         out_ref, offsets_ref = reference.forward_with_offsets(x)
         # A size other than the training size exercises the resized position tables too.
         big = torch.randn(1, 3, 96, 64)
+        torch.testing.assert_close(fast(big), reference(big), rtol=1e-4, atol=1e-4)
+        # ... and, with small bias blocks, the query-blocked attention of large inputs.
+        monkeypatch.setattr(lit, "BIAS_BLOCK_ELEMENTS", 64)
         torch.testing.assert_close(fast(big), reference(big), rtol=1e-4, atol=1e-4)
     assert max(o.abs().max().item() for o in offsets_ref) > 0.1
     torch.testing.assert_close(out_fast, out_ref, rtol=1e-4, atol=1e-4)

@@ -152,6 +152,25 @@ def resize_rel_pos_table(table: torch.Tensor, src_grid: Tuple[int, int], dst_gri
     return image.to(table.dtype).reshape(heads, dst_h * dst_w).t()
 
 
+# Inference at detection resolutions runs the biased attention in blocks of query rows so that
+# the relative position bias is never materialised for all N x N token pairs at once: at
+# 800 x 1344 LIT-S has 4200 stage-3 tokens, and a full 12-head bias is 847 MB per block.
+# A block's bias holds at most this many elements (32 MB in float32).
+BIAS_BLOCK_ELEMENTS = 1 << 23
+
+
+def relative_position_index_rows(
+    grid: Tuple[int, int], start: int, stop: int, device: Optional[torch.device] = None
+) -> torch.Tensor:
+    """Rows ``start:stop`` of :func:`relative_position_index` for ``grid``, computed directly."""
+    height, width = grid
+    keys = torch.arange(height * width, device=device)
+    queries = torch.arange(start, stop, device=device)
+    rel_y = queries.div(width, rounding_mode="floor")[:, None] - keys.div(width, rounding_mode="floor")[None, :]
+    rel_x = (queries % width)[:, None] - (keys % width)[None, :]
+    return (rel_y + height - 1) * (2 * width - 1) + (rel_x + width - 1)
+
+
 class Attention(nn.Module):
     """Global multi-head self-attention with an optional learned relative position bias."""
 
@@ -200,6 +219,41 @@ class Attention(nn.Module):
         bias = table[index.reshape(-1)].reshape(num_tokens, num_tokens, -1)
         return bias.permute(2, 0, 1).unsqueeze(0)
 
+    def query_block_rows(self, q: torch.Tensor, num_tokens: int) -> int:
+        """How many query rows one biased SDPA call takes; ``num_tokens`` means no blocking.
+
+        Blocking applies to inference only: under autograd every block's bias would be kept for
+        the backward pass, which saves nothing. Exported and compiled graphs keep the one-call
+        form so the graph does not depend on the token count.
+        """
+        table = self.relative_position_bias_table
+        if table is None or is_exporting() or torch.compiler.is_compiling():
+            return num_tokens
+        if torch.is_grad_enabled() and (q.requires_grad or table.requires_grad):
+            return num_tokens
+        return min(num_tokens, max(1, BIAS_BLOCK_ELEMENTS // (self.num_heads * num_tokens)))
+
+    def blocked_sdpa(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: Tuple[int, int], rows: int
+    ) -> torch.Tensor:
+        """SDPA with the relative position bias, ``rows`` queries at a time.
+
+        Attention rows are independent, so this equals the one-call form while holding only a
+        ``heads x rows x N`` slice of the bias.
+        """
+        num_tokens = q.shape[2]
+        if grid[0] * grid[1] != num_tokens:
+            raise ValueError(f"relative position bias needs {grid[0]}x{grid[1]} grid tokens, got {num_tokens}")
+        table = resize_rel_pos_table(self.relative_position_bias_table, self.rel_pos_grid, grid).t()
+        table = table.to(q.dtype)
+        out = torch.empty_like(q)
+        for start in range(0, num_tokens, rows):
+            stop = min(start + rows, num_tokens)
+            index = relative_position_index_rows(grid, start, stop, device=q.device)
+            bias = table[:, index].unsqueeze(0)  # 1 x heads x rows x N
+            out[:, :, start:stop] = F.scaled_dot_product_attention(q[:, :, start:stop], k, v, attn_mask=bias)
+        return out
+
     def attention_probs(self, q: torch.Tensor, k: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         attn = (q * self.scale) @ k.transpose(-2, -1)
         if bias is not None:
@@ -210,23 +264,26 @@ class Attention(nn.Module):
         batch, num_tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, num_tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        bias = self.position_bias(grid, num_tokens)
         attn = None
         use_sdpa = self.fused_attn and not return_attn
-        if use_sdpa and bias is not None and bias.requires_grad and q.device.type == "cpu":
-            # No CPU SDPA kernel returns a gradient for attn_mask, so torch would fall back to its
-            # math path, which is ~1.4x slower than the explicit product below (safe-softmax
-            # checks, scaling q and k separately). CUDA's memory-efficient kernel handles it.
-            use_sdpa = False
-        if use_sdpa:
-            if bias is not None:
-                bias = bias.to(q.dtype)
-            x = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias, dropout_p=self.attn_drop.p if self.training else 0.0
-            )
+        dropout_p = self.attn_drop.p if self.training else 0.0
+        rows = self.query_block_rows(q, num_tokens) if use_sdpa and dropout_p == 0.0 else num_tokens
+        if rows < num_tokens:
+            x = self.blocked_sdpa(q, k, v, grid, rows)
         else:
-            attn = self.attention_probs(q, k, bias)
-            x = self.attn_drop(attn) @ v
+            bias = self.position_bias(grid, num_tokens)
+            if use_sdpa and bias is not None and bias.requires_grad and q.device.type == "cpu":
+                # No CPU SDPA kernel returns a gradient for attn_mask, so torch would fall back to its
+                # math path, which is ~1.4x slower than the explicit product below (safe-softmax
+                # checks, scaling q and k separately). CUDA's memory-efficient kernel handles it.
+                use_sdpa = False
+            if use_sdpa:
+                if bias is not None:
+                    bias = bias.to(q.dtype)
+                x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
+            else:
+                attn = self.attention_probs(q, k, bias)
+                x = self.attn_drop(attn) @ v
         x = x.transpose(1, 2).reshape(batch, num_tokens, dim)
         x = self.proj_drop(self.proj(x))
         return (x, attn) if return_attn else x
