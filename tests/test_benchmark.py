@@ -8,6 +8,7 @@ import pytest
 import timm
 import torch
 
+import litvit
 from litvit import benchmark as bench
 from litvit.cli import main
 from litvit.errors import LitvitError
@@ -158,3 +159,41 @@ def test_cuda_memory_is_the_allocator_peak():
     for r in report["results"]:
         assert r["status"] == "ok", r["error"]
         assert r["peak_mem_mb"] > 0 and r["mem_base_mb"] == 0
+
+
+def _load_script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_attention_memory_sizes_the_largest_attention_matrix():
+    script = _load_script("attention_memory")
+    # LIT-S at 800 x 1344: stage 3 holds 50 x 84 = 4200 tokens and 12 heads.
+    matrix = script.attention_matrix_bytes("lit_s", 800, 1344, batch=1, itemsize=4)
+    assert matrix == {"stage": 3, "tokens": 4200, "heads": 12, "bytes": 12 * 4200**2 * 4}
+    assert script.parse_size("800x1344") == [800, 1344] and script.parse_size("512") == [512, 512]
+
+
+def test_attention_memory_live_peak_counts_the_materialised_matrix():
+    pytest.importorskip("torch.distributed._tools.mem_tracker", reason="needs torch >= 2.5")
+    script = _load_script("attention_memory")
+    model = litvit.create_model("lit_s", embed_dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), num_heads=(1, 2, 12, 16))
+    model.eval()
+    x = torch.randn(1, 3, 128, 192)
+
+    def forward():
+        with torch.inference_mode():
+            model(x)
+
+    fast = script.live_activation_peak_mb(model, x, forward)
+    litvit.models.set_reference_path(model)
+    reference = script.live_activation_peak_mb(model, x, forward)
+    # The reference path holds stage 3's 12 x 96 x 96 attention matrix (and its bias); SDPA does not.
+    matrix_mb = 12 * 96**2 * 4 / 2**20
+    assert reference - fast > matrix_mb

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Issue 7's GPU measurements in one run, for a session that has a GPU.
+#
+#   bash benchmarks/gpu_targets.sh                  # writes benchmarks/results/gpu/
+#   OUT=/some/dir BATCH=128 bash benchmarks/gpu_targets.sh
+#
+# Needs only torch, torchvision and timm (the package runs from this checkout through
+# PYTHONPATH; nothing is installed). Every step writes its own files, so a run that is cut
+# short still leaves what it measured. The targets it checks:
+#   1. bfloat16, batch 256: LIT-Ti >= 1.3x PVTv2-b2 and LIT-S >= 1.2x Swin-T images/s, and
+#      LIT-Ti's peak training memory <= PVTv2-b2's (allocator peak, same batch);
+#   2. DTM forward+backward >= 1.5x torchvision.ops.deform_conv2d's CUDA kernel;
+#   3. LIT-S inference at 800 x 1344 needs <= half of one block's attention matrix.
+# PYTHON picks the interpreter (default: python). DEVICE=cpu runs the same steps on the CPU
+# with small batches and images (a smoke test of this script).
+set -uo pipefail  # no -e: a step that fails (say, out of memory) must not stop the others
+status=0
+cd "$(dirname "$0")/.." || exit 1
+PYTHON=${PYTHON:-python}
+DEVICE=${DEVICE:-cuda}
+BATCH=${BATCH:-256}
+OUT=${OUT:-benchmarks/results/gpu}
+if [[ $DEVICE == cpu ]]; then
+    BATCH=${SMOKE_BATCH:-2}
+    EXTRA=(--warmup 1 --repeats 1 --steps 1 --no-memory)
+    DTM_BATCH=2
+    SIZE=${SMOKE_SIZE:-256x384}
+else
+    EXTRA=()
+    DTM_BATCH=64
+    SIZE=800x1344
+fi
+mkdir -p "$OUT" || exit 1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+{
+    date -u +"%Y-%m-%d %H:%M UTC"
+    git rev-parse --short HEAD 2>/dev/null || true
+    "$PYTHON" -c "import torch, torchvision, timm; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__)"
+    if [[ $DEVICE == cuda* ]]; then nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; fi
+} | tee "$OUT/machine.txt"
+
+echo "== 1. bfloat16, batch $BATCH: throughput, allocator peak, matmul peak"
+"$PYTHON" -m litvit benchmark --device "$DEVICE" --precision bfloat16 -b "$BATCH" --train-batch-size "$BATCH" \
+    --model lit_ti pvt_v2_b2 lit_s swin_tiny_patch4_window7_224 --matmul-peak ${EXTRA[@]+"${EXTRA[@]}"} \
+    --json "$OUT/bf16_b$BATCH.json" --csv "$OUT/bf16_b$BATCH.csv" | tee "$OUT/bf16_b$BATCH.txt" || status=1
+
+echo "== 2. DTM against torchvision.ops.deform_conv2d, batch $DTM_BATCH"
+"$PYTHON" benchmarks/dtm.py --device "${DEVICE%%:*}" --batch-size "$DTM_BATCH" | tee "$OUT/dtm.txt" || status=1
+
+echo "== 3. LIT-S inference memory at $SIZE against the attention matrix"
+for precision in float32 bfloat16; do
+    "$PYTHON" benchmarks/attention_memory.py --device "$DEVICE" --img-size "$SIZE" --precision "$precision" \
+        --json "$OUT/attention_memory_$precision.json" | tee "$OUT/attention_memory_$precision.txt" || status=1
+done
+exit $status
