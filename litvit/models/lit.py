@@ -159,18 +159,6 @@ def resize_rel_pos_table(table: torch.Tensor, src_grid: Tuple[int, int], dst_gri
 BIAS_BLOCK_ELEMENTS = 1 << 23
 
 
-def relative_position_index_rows(
-    grid: Tuple[int, int], start: int, stop: int, device: Optional[torch.device] = None
-) -> torch.Tensor:
-    """Rows ``start:stop`` of :func:`relative_position_index` for ``grid``, computed directly."""
-    height, width = grid
-    keys = torch.arange(height * width, device=device)
-    queries = torch.arange(start, stop, device=device)
-    rel_y = queries.div(width, rounding_mode="floor")[:, None] - keys.div(width, rounding_mode="floor")[None, :]
-    rel_x = (queries % width)[:, None] - (keys % width)[None, :]
-    return (rel_y + height - 1) * (2 * width - 1) + (rel_x + width - 1)
-
-
 class Attention(nn.Module):
     """Global multi-head self-attention with an optional learned relative position bias."""
 
@@ -205,12 +193,16 @@ class Attention(nn.Module):
         else:
             self.relative_position_bias_table = None
 
+    @staticmethod
+    def _check_grid(grid: Tuple[int, int], num_tokens: int) -> None:
+        if grid[0] * grid[1] != num_tokens:
+            raise ValueError(f"relative position bias needs {grid[0]}x{grid[1]} grid tokens, got {num_tokens}")
+
     def position_bias(self, grid: Tuple[int, int], num_tokens: int) -> Optional[torch.Tensor]:
         """``1 x heads x N x N`` additive bias for a ``grid`` of tokens, or None."""
         if self.relative_position_bias_table is None:
             return None
-        if grid[0] * grid[1] != num_tokens:
-            raise ValueError(f"relative position bias needs {grid[0]}x{grid[1]} grid tokens, got {num_tokens}")
+        self._check_grid(grid, num_tokens)
         if not is_exporting() and tuple(grid) == self.rel_pos_grid:
             table, index = self.relative_position_bias_table, self.relative_position_index
         else:
@@ -233,25 +225,43 @@ class Attention(nn.Module):
             return num_tokens
         return min(num_tokens, max(1, BIAS_BLOCK_ELEMENTS // (self.num_heads * num_tokens)))
 
+    def reversed_key_bias(self, grid: Tuple[int, int], dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """The relative position bias for keys (and values) taken in reverse token order, as a
+        ``heads x h x w x h x w`` strided view of the bias table: no copy until reshaped."""
+        height, width = grid
+        table = self.relative_position_bias_table
+        if tuple(grid) != self.rel_pos_grid:
+            table = resize_rel_pos_table(table, self.rel_pos_grid, grid)
+        table = table.t().reshape(self.num_heads, 2 * height - 1, 2 * width - 1)
+        if dtype is not None:
+            table = table.to(dtype)
+        # With the keys reversed, query (y, x) and key (y', x') have bias table[y + y', x + x']
+        # rather than table[y - y' + h - 1, x - x' + w - 1], so each query's bias row is a window
+        # of the table and one strided view holds them all: materialising it is a copy, not a
+        # gather through an N x N index (nor, in backward, a scatter-add).
+        return table.unfold(1, height, 1).unfold(2, width, 1)
+
     def blocked_sdpa(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: Tuple[int, int], rows: int
     ) -> torch.Tensor:
-        """SDPA with the relative position bias, ``rows`` queries at a time.
+        """SDPA with the relative position bias, about ``rows`` queries (whole grid rows) at a time.
 
         Attention rows are independent, so this equals the one-call form while holding only a
         ``heads x rows x N`` slice of the bias.
         """
+        height, width = grid
         num_tokens = q.shape[2]
-        if grid[0] * grid[1] != num_tokens:
-            raise ValueError(f"relative position bias needs {grid[0]}x{grid[1]} grid tokens, got {num_tokens}")
-        table = resize_rel_pos_table(self.relative_position_bias_table, self.rel_pos_grid, grid).t()
-        table = table.to(q.dtype)
+        self._check_grid(grid, num_tokens)
+        windows = self.reversed_key_bias(grid, q.dtype)
+        k, v = k.flip(2), v.flip(2)
         out = torch.empty_like(q)
-        for start in range(0, num_tokens, rows):
-            stop = min(start + rows, num_tokens)
-            index = relative_position_index_rows(grid, start, stop, device=q.device)
-            bias = table[:, index].unsqueeze(0)  # 1 x heads x rows x N
-            out[:, :, start:stop] = F.scaled_dot_product_attention(q[:, :, start:stop], k, v, attn_mask=bias)
+        step = max(1, rows // width)
+        for y in range(0, height, step):
+            y_end = min(y + step, height)
+            bias = windows[:, y:y_end].reshape(1, self.num_heads, (y_end - y) * width, num_tokens)
+            out[:, :, y * width : y_end * width] = F.scaled_dot_product_attention(
+                q[:, :, y * width : y_end * width], k, v, attn_mask=bias
+            )
         return out
 
     def attention_probs(self, q: torch.Tensor, k: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -271,7 +281,12 @@ class Attention(nn.Module):
         if rows < num_tokens:
             x = self.blocked_sdpa(q, k, v, grid, rows)
         else:
-            bias = self.position_bias(grid, num_tokens)
+            if use_sdpa and self.relative_position_bias_table is not None and not is_exporting():
+                self._check_grid(grid, num_tokens)
+                bias = self.reversed_key_bias(grid).reshape(1, self.num_heads, num_tokens, num_tokens)
+                k, v = k.flip(2), v.flip(2)
+            else:
+                bias = self.position_bias(grid, num_tokens)
             if use_sdpa and bias is not None and bias.requires_grad and q.device.type == "cpu":
                 # No CPU SDPA kernel returns a gradient for attn_mask, so torch would fall back to its
                 # math path, which is ~1.4x slower than the explicit product below (safe-softmax
