@@ -188,7 +188,6 @@ class Attention(nn.Module):
         if self.rel_pos_grid is not None:
             h, w = self.rel_pos_grid
             self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * h - 1) * (2 * w - 1), num_heads))
-            self.register_buffer("relative_position_index", relative_position_index(h, w), persistent=False)
             trunc_normal_(self.relative_position_bias_table, std=0.02)
         else:
             self.relative_position_bias_table = None
@@ -203,11 +202,10 @@ class Attention(nn.Module):
         if self.relative_position_bias_table is None:
             return None
         self._check_grid(grid, num_tokens)
-        if not is_exporting() and tuple(grid) == self.rel_pos_grid:
-            table, index = self.relative_position_bias_table, self.relative_position_index
-        else:
-            table = resize_rel_pos_table(self.relative_position_bias_table, self.rel_pos_grid, grid)
-            index = relative_position_index(grid[0], grid[1], device=table.device)
+        table = resize_rel_pos_table(self.relative_position_bias_table, self.rel_pos_grid, grid)
+        # Computed per call rather than kept as a buffer: an N x N int64 index per block would be
+        # 134 MB for a model built at 1024 px, and only this reference form needs it.
+        index = relative_position_index(grid[0], grid[1], device=table.device)
         bias = table[index.reshape(-1)].reshape(num_tokens, num_tokens, -1)
         return bias.permute(2, 0, 1).unsqueeze(0)
 
