@@ -8,6 +8,10 @@ times are medians; the ratio is torchvision's time over litvit's (higher = litvi
     python benchmarks/dtm.py                       # CPU (and CUDA if present)
     python benchmarks/dtm.py --device cpu --repeats 5 --json
 
+On CUDA litvit's side runs twice, once per DTM kernel (``litvit.ops.deform.set_dtm_kernel``):
+``torch`` (``grid_sample``, the default) and ``triton`` (the fused Triton kernel); the rows
+say which (``cuda``, ``cuda triton``).
+
 Rows ``deform conv`` compare the 2x2 deformable convolution alone (``deform_conv2x2`` vs
 ``deform_conv2d(stride=2)``); rows ``DTM module`` compare litvit's whole
 ``DeformableTokenMerging`` (offset conv, deformable conv, BatchNorm, GELU, on tokens) with
@@ -28,7 +32,7 @@ from torch.testing import assert_close
 from torchvision.ops import deform_conv2d
 
 from litvit.models import MODEL_CONFIGS, DeformableTokenMerging
-from litvit.ops.deform import deform_conv2x2, sampling_locations2x2
+from litvit.ops.deform import deform_conv2x2, sampling_locations2x2, set_dtm_kernel
 
 # (model, in channels, input side at 224 px, out channels) of the three DTMs of each model.
 def dtm_shapes(models: Sequence[str], img_size: int) -> List[Tuple[str, int, int, int]]:
@@ -54,6 +58,14 @@ class TorchvisionDTM(nn.Module):
         out = deform_conv2d(image, offset, self.dtm.proj.weight, self.dtm.proj.bias, stride=2)
         out = self.dtm.act(self.dtm.norm(out))
         return out.flatten(2).transpose(1, 2), offset.shape[-2:], offset
+
+
+def has_triton() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def sync(device: torch.device) -> None:
@@ -195,6 +207,8 @@ def main(argv: Sequence[str] = None) -> int:
     parser.add_argument("--no-module", action="store_true", help="skip the whole-module rows")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--kernels", nargs="+", choices=["torch", "triton"], default=["torch", "triton"],
+                        help="litvit DTM kernels to time on CUDA (CPU always uses torch); default: both")
     args = parser.parse_args(argv)
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -208,29 +222,39 @@ def main(argv: Sequence[str] = None) -> int:
 
     gen = torch.Generator().manual_seed(0)
     rows: List[Dict[str, object]] = []
+    runs = []  # (device, kernel, label)
     for device in devices:
+        kernels = args.kernels if device.type == "cuda" else ["torch"]
+        for kernel in kernels:
+            if kernel == "triton" and not has_triton():
+                print("triton is not installed: skipping the triton kernel", file=sys.stderr)
+                continue
+            runs.append((device, kernel, device.type if kernel == "torch" else f"{device.type} {kernel}"))
+    for device, kernel, label in runs:
+        set_dtm_kernel(kernel)
         benches = [("deform conv", bench_conv)] + ([] if args.no_module else [("DTM module", bench_module)])
         for what, bench in benches:
             for model, cin, side, cout in dtm_shapes(args.models, args.img_size):
                 result = bench(args.batch_size, cin, side, cout, device, args.repeats, args.warmup, gen)
-                row = {"device": device.type, "what": what, "model": model,
+                row = {"device": label, "kernel": kernel, "what": what, "model": model,
                        "shape": f"{cin}x{side}x{side} -> {cout}", **result,
                        "fwd_speedup": result["fwd_tv"] / result["fwd_ours"],
                        "fwdbwd_speedup": result["fwdbwd_tv"] / result["fwdbwd_ours"]}
                 rows.append(row)
                 if not args.json:
-                    print(f"  {device.type} {what} {model} {row['shape']}: fwd {row['fwd_speedup']:.2f}x, "
+                    print(f"  {label} {what} {model} {row['shape']}: fwd {row['fwd_speedup']:.2f}x, "
                           f"fwd+bwd {row['fwdbwd_speedup']:.2f}x", file=sys.stderr, flush=True)
 
+    set_dtm_kernel("torch")
     summary = []
-    for device in devices:
+    for _, _, label in runs:
         for what in ("deform conv", "DTM module"):
-            sel = [r for r in rows if r["device"] == device.type and r["what"] == what]
+            sel = [r for r in rows if r["device"] == label and r["what"] == what]
             if not sel:
                 continue
             total = {k: sum(r[k] for r in sel) for k in ("fwd_ours", "fwd_tv", "fwdbwd_ours", "fwdbwd_tv")}
             summary.append({
-                "device": device.type, "what": what,
+                "device": label, "what": what,
                 "fwd_speedup": total["fwd_tv"] / total["fwd_ours"],
                 "fwdbwd_speedup": total["fwdbwd_tv"] / total["fwdbwd_ours"],
                 "min_fwd_speedup": min(r["fwd_speedup"] for r in sel),

@@ -9,7 +9,8 @@
 # short still leaves what it measured. The targets it checks:
 #   1. bfloat16, batch 256: LIT-Ti >= 1.3x PVTv2-b2 and LIT-S >= 1.2x Swin-T images/s, and
 #      LIT-Ti's peak training memory <= PVTv2-b2's (allocator peak, same batch);
-#   2. DTM forward+backward >= 1.5x torchvision.ops.deform_conv2d's CUDA kernel;
+#   2. DTM forward+backward >= 1.5x torchvision.ops.deform_conv2d's CUDA kernel, with litvit's
+#      grid_sample path and with its Triton kernel (which of the two should be the default);
 #   3. LIT-S inference at 800 x 1344 needs <= half of one block's attention matrix.
 # PYTHON picks the interpreter (default: python). DEVICE=cpu runs the same steps on the CPU
 # with small batches and images (a smoke test of this script).
@@ -39,6 +40,12 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
     "$PYTHON" -c "import torch, torchvision, timm; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__)"
     if [[ $DEVICE == cuda* ]]; then nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; fi
 } | tee "$OUT/machine.txt"
+
+if [[ $DEVICE != cpu ]] && "$PYTHON" -c "import pytest" 2>/dev/null; then
+    echo "== 0. the CUDA tests of the fast paths (Triton DTM kernel, attention, DTM)"
+    "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_dtm_triton.py tests/test_dtm.py tests/test_fast_paths.py \
+        2>&1 | tail -n 30 | tee "$OUT/cuda_tests.txt" || status=1
+fi
 
 echo "== 1. bfloat16, batch $BATCH: throughput, allocator peak, matmul peak"
 "$PYTHON" -m litvit benchmark --device "$DEVICE" --precision bfloat16 -b "$BATCH" --train-batch-size "$BATCH" \

@@ -12,15 +12,59 @@ Sampling convention (identical to ``torchvision.ops.deform_conv2d``): for output
 (i, j) and tap k = 2*ki + kj the input is read at row ``2i + ki + offset[2k]`` and column
 ``2j + kj + offset[2k+1]``, bilinearly, with pixel centres on integer coordinates and
 every corner outside the map contributing zero.
+
+On CUDA an optional Triton kernel (:mod:`litvit.ops.deform_triton`) can do the sampling;
+:func:`set_dtm_kernel` picks it. The ``grid_sample`` path stays the default and the reference.
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["deform_sample2x2", "deform_conv2x2", "sampling_locations2x2"]
+__all__ = ["deform_sample2x2", "deform_conv2x2", "sampling_locations2x2", "set_dtm_kernel", "get_dtm_kernel"]
+
+DTM_KERNELS = ("torch", "triton")
+_dtm_kernel = os.environ.get("LITVIT_DTM_KERNEL", "torch")
+
+
+def set_dtm_kernel(name: str) -> None:
+    """Choose how :func:`deform_sample2x2` samples CUDA tensors: ``"torch"`` (``grid_sample``,
+    the default) or ``"triton"`` (the fused kernel of :mod:`litvit.ops.deform_triton`).
+
+    The Triton kernel is used only for float32/float16/bfloat16 CUDA tensors outside
+    ``torch.compile``, export and tracing; everything else keeps the ``grid_sample`` path. The
+    environment variable ``LITVIT_DTM_KERNEL`` sets the same choice at import time.
+    ``python benchmarks/dtm.py`` times both against ``torchvision.ops.deform_conv2d``.
+    """
+    global _dtm_kernel
+    if name not in DTM_KERNELS:
+        raise ValueError(f"unknown DTM kernel {name!r}; choose one of {', '.join(DTM_KERNELS)}")
+    if name == "triton":
+        try:
+            import triton  # noqa: F401
+        except ImportError as exc:
+            raise RuntimeError("the 'triton' DTM kernel needs the triton package") from exc
+    _dtm_kernel = name
+
+
+def get_dtm_kernel() -> str:
+    """The kernel :func:`set_dtm_kernel` chose (``"torch"`` or ``"triton"``)."""
+    return _dtm_kernel
+
+
+def _use_triton(x: torch.Tensor) -> bool:
+    if _dtm_kernel != "triton" or not x.is_cuda:
+        return False
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return False
+    # Graph capture needs ops it can trace; the Triton launch is opaque to it.
+    is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch >= 2.5
+    return not (
+        torch.compiler.is_compiling() or is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    )
 
 # (row, column) of each kernel tap, in the order of the offset channels and weight taps.
 _TAPS = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -64,6 +108,10 @@ def deform_sample2x2(x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"offset map {out_h}x{out_w} does not fit a stride-2 kernel over a {height}x{width} input"
         )
+    if _use_triton(x):
+        from .deform_triton import deform_sample2x2_triton
+
+        return deform_sample2x2_triton(x, offset)
     # Sample positions must be exact to a fraction of a pixel, which half precision cannot
     # hold for maps wider than a few dozen pixels; interpolate in float32 and hand the
     # result back in the input's dtype.

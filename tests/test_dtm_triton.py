@@ -1,0 +1,81 @@
+"""The optional Triton DTM kernel: its selection, and its values and gradients.
+
+On CPU the kernels are checked in Triton's interpreter (``tests/triton_interpreted_cases.py``,
+run in a child pytest because ``TRITON_INTERPRET`` must be set before triton is imported);
+on CUDA the compiled kernels are checked directly.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+import litvit.ops.deform as deform
+from litvit.models import DeformableTokenMerging
+from litvit.ops.deform import set_dtm_kernel
+
+pytest.importorskip("triton")
+from triton_interpreted_cases import make_case, reference, run_kernel  # noqa: E402
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def test_kernels_in_triton_interpreter():
+    cases = Path(__file__).with_name("triton_interpreted_cases.py")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(cases)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
+
+
+def test_set_dtm_kernel():
+    assert deform.get_dtm_kernel() == "torch"  # the grid_sample path is the default
+    with pytest.raises(ValueError, match="unknown DTM kernel"):
+        set_dtm_kernel("cuda")
+    try:
+        set_dtm_kernel("triton")
+        assert deform.get_dtm_kernel() == "triton"
+        # CPU tensors keep the grid_sample path whatever the choice.
+        assert not deform._use_triton(torch.zeros(1, 1, 2, 2))
+    finally:
+        set_dtm_kernel("torch")
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_kernels_match_grid_sample(dtype):
+    from litvit.ops.deform_triton import deform_sample2x2_triton
+
+    x, offset = make_case(batch=4, channels=96, height=28, width=30)
+    cotangent = torch.randn(4, 96 * 4, 14 * 15, dtype=torch.float64)
+    want = reference(x, offset, cotangent)
+    got = run_kernel(deform_sample2x2_triton, x.cuda(), offset.cuda(), cotangent.cuda(), dtype)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    for name, a, b in zip(("samples", "input gradient", "offset gradient"), got, want):
+        scale = b.abs().max()
+        assert_close(a.double().cpu() / scale, b / scale, atol=tol, rtol=0, msg=lambda m: f"{name}: {m}")
+
+
+@needs_cuda
+def test_cuda_model_with_triton_kernel_matches(tiny_lit):
+    model = tiny_lit("lit_s").cuda()
+    for dtm in model.modules():
+        if isinstance(dtm, DeformableTokenMerging):  # trained DTMs shift their samples
+            torch.nn.init.normal_(dtm.offset_conv.weight, std=0.3)
+    x = torch.randn(2, 3, 64, 64, device="cuda")
+    with torch.no_grad():
+        want = model(x)
+        try:
+            set_dtm_kernel("triton")
+            got = model(x)
+        finally:
+            set_dtm_kernel("torch")
+    assert_close(got, want, atol=1e-4, rtol=1e-4)
