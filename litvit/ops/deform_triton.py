@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 import triton
+from torch.autograd.function import once_differentiable
 import triton.language as tl
 
 __all__ = ["deform_sample2x2_triton"]
@@ -54,6 +55,28 @@ def _tap_corners(off_ptr, b, i, j, k: tl.constexpr, cell_mask, H, W, sob, soc, s
 
 
 @triton.jit
+def _cell_block(total_cells, cells_per_image, Wo, BLOCK_N: tl.constexpr):
+    """This program's output cells: flat index, validity, image, index in the image, row, column."""
+    cells = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rem = cells % cells_per_image
+    return cells, cells < total_cells, (cells // cells_per_image).to(tl.int64), rem, rem // Wo, rem % Wo
+
+
+@triton.jit
+def _load_corners(image, y0, x0, sxh, sxw, ch_off, mask, y_in0, y_in1, x_in0, x_in1):
+    """The four bilinear corners of each cell's sample, ``cells x channels`` each, in float32."""
+    row0 = image + y0.to(tl.int64) * sxh
+    row1 = row0 + sxh
+    col0 = x0.to(tl.int64) * sxw
+    col1 = col0 + sxw
+    v00 = tl.load((row0 + col0)[:, None] + ch_off, mask=mask & (y_in0 & x_in0)[:, None], other=0.0)
+    v01 = tl.load((row0 + col1)[:, None] + ch_off, mask=mask & (y_in0 & x_in1)[:, None], other=0.0)
+    v10 = tl.load((row1 + col0)[:, None] + ch_off, mask=mask & (y_in1 & x_in0)[:, None], other=0.0)
+    v11 = tl.load((row1 + col1)[:, None] + ch_off, mask=mask & (y_in1 & x_in1)[:, None], other=0.0)
+    return v00.to(tl.float32), v01.to(tl.float32), v10.to(tl.float32), v11.to(tl.float32)
+
+
+@triton.jit
 def _sample_fwd_kernel(
     x_ptr, off_ptr, out_ptr,
     C, H, W, Wo, cells_per_image, total_cells,
@@ -61,12 +84,7 @@ def _sample_fwd_kernel(
     sob, soc, soh, sow,
     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    cells = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    cell_mask = cells < total_cells
-    b = (cells // cells_per_image).to(tl.int64)
-    rem = cells % cells_per_image
-    i = rem // Wo
-    j = rem % Wo
+    cells, cell_mask, b, rem, i, j = _cell_block(total_cells, cells_per_image, Wo, BLOCK_N)
     ch = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     ch_mask = ch < C
     ch_off = ch.to(tl.int64)[None, :] * sxc
@@ -76,15 +94,8 @@ def _sample_fwd_kernel(
         y0, x0, ly, lx, y_in0, y_in1, x_in0, x_in1 = _tap_corners(
             off_ptr, b, i, j, k, cell_mask, H, W, sob, soc, soh, sow
         )
-        row0 = image + y0.to(tl.int64) * sxh
-        row1 = row0 + sxh
-        col0 = x0.to(tl.int64) * sxw
-        col1 = col0 + sxw
         m = cell_mask[:, None] & ch_mask[None, :]
-        v00 = tl.load((row0 + col0)[:, None] + ch_off, mask=m & (y_in0 & x_in0)[:, None], other=0.0).to(tl.float32)
-        v01 = tl.load((row0 + col1)[:, None] + ch_off, mask=m & (y_in0 & x_in1)[:, None], other=0.0).to(tl.float32)
-        v10 = tl.load((row1 + col0)[:, None] + ch_off, mask=m & (y_in1 & x_in0)[:, None], other=0.0).to(tl.float32)
-        v11 = tl.load((row1 + col1)[:, None] + ch_off, mask=m & (y_in1 & x_in1)[:, None], other=0.0).to(tl.float32)
+        v00, v01, v10, v11 = _load_corners(image, y0, x0, sxh, sxw, ch_off, m, y_in0, y_in1, x_in0, x_in1)
         hy = (1.0 - ly)[:, None]
         hx = (1.0 - lx)[:, None]
         vy = ly[:, None]
@@ -101,12 +112,7 @@ def _sample_bwd_kernel(
     sob, soc, soh, sow,
     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    cells = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    cell_mask = cells < total_cells
-    b = (cells // cells_per_image).to(tl.int64)
-    rem = cells % cells_per_image
-    i = rem // Wo
-    j = rem % Wo
+    cells, cell_mask, b, rem, i, j = _cell_block(total_cells, cells_per_image, Wo, BLOCK_N)
     image = x_ptr + b * sxb
     # grad_x is a contiguous B x H x W x C float32 buffer.
     grad_image = grad_x_ptr + b * H * W * C
@@ -120,10 +126,6 @@ def _sample_bwd_kernel(
         hx = (1.0 - lx)[:, None]
         vy = ly[:, None]
         vx = lx[:, None]
-        row0 = image + y0.to(tl.int64) * sxh
-        row1 = row0 + sxh
-        col0 = x0.to(tl.int64) * sxw
-        col1 = col0 + sxw
         g_row0 = grad_image + (y0.to(tl.int64) * W) * C
         g_row1 = g_row0 + W * C
         g_col0 = x0.to(tl.int64) * C
@@ -140,10 +142,7 @@ def _sample_bwd_kernel(
             ch_x = ch.to(tl.int64)[None, :] * sxc
             m = cell_mask[:, None] & ch_mask[None, :]
             g = tl.load(grad_row + ch[None, :] * 4 + k, mask=m, other=0.0).to(tl.float32)
-            v00 = tl.load((row0 + col0)[:, None] + ch_x, mask=m & m00[:, None], other=0.0).to(tl.float32)
-            v01 = tl.load((row0 + col1)[:, None] + ch_x, mask=m & m01[:, None], other=0.0).to(tl.float32)
-            v10 = tl.load((row1 + col0)[:, None] + ch_x, mask=m & m10[:, None], other=0.0).to(tl.float32)
-            v11 = tl.load((row1 + col1)[:, None] + ch_x, mask=m & m11[:, None], other=0.0).to(tl.float32)
+            v00, v01, v10, v11 = _load_corners(image, y0, x0, sxh, sxw, ch_x, m, y_in0, y_in1, x_in0, x_in1)
             grad_py += tl.sum(g * (hx * (v10 - v00) + vx * (v11 - v01)), axis=1)
             grad_px += tl.sum(g * (hy * (v01 - v00) + vy * (v11 - v10)), axis=1)
             ch_g = ch[None, :]
@@ -179,6 +178,7 @@ class _DeformSample2x2(torch.autograd.Function):
         return out.view(batch, cells, channels * 4).transpose(1, 2)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         x, offset = ctx.saved_tensors
         batch, channels, height, width = x.shape
