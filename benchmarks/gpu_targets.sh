@@ -3,6 +3,8 @@
 #
 #   bash benchmarks/gpu_targets.sh                  # writes benchmarks/results/gpu/
 #   OUT=/some/dir BATCH=128 bash benchmarks/gpu_targets.sh
+#   STEPS="2 3" bash benchmarks/gpu_targets.sh       # only some steps (0 1 1b 2 3; default all),
+#                                                   # to split the work over calls with a time limit
 #
 # Needs only torch, torchvision and timm (the package runs from this checkout through
 # PYTHONPATH; nothing is installed). Every step writes its own files, so a run that is cut
@@ -31,6 +33,8 @@ else
     DTM_BATCH=64
     SIZE=800x1344
 fi
+STEPS=" ${STEPS:-0 1 1b 2 3} "
+want() { [[ $STEPS == *" $1 "* ]]; }
 mkdir -p "$OUT" || exit 1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -41,23 +45,36 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
     if [[ $DEVICE == cuda* ]]; then nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; fi
 } | tee "$OUT/machine.txt"
 
-if [[ $DEVICE != cpu ]] && "$PYTHON" -c "import pytest" 2>/dev/null; then
+if want 0 && [[ $DEVICE != cpu ]] && "$PYTHON" -c "import pytest" 2>/dev/null; then
     echo "== 0. the CUDA tests of the fast paths (Triton DTM kernel, attention, DTM)"
     "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_dtm_triton.py tests/test_dtm.py tests/test_fast_paths.py \
         2>&1 | tail -n 30 | tee "$OUT/cuda_tests.txt" || status=1
 fi
 
-echo "== 1. bfloat16, batch $BATCH: throughput, allocator peak, matmul peak"
-"$PYTHON" -m litvit benchmark --device "$DEVICE" --precision bfloat16 -b "$BATCH" --train-batch-size "$BATCH" \
-    --model lit_ti pvt_v2_b2 lit_s swin_tiny_patch4_window7_224 --matmul-peak ${EXTRA[@]+"${EXTRA[@]}"} \
-    --json "$OUT/bf16_b$BATCH.json" --csv "$OUT/bf16_b$BATCH.csv" | tee "$OUT/bf16_b$BATCH.txt" || status=1
+if want 1; then
+    echo "== 1. bfloat16, batch $BATCH: throughput, allocator peak, matmul peak"
+    "$PYTHON" -m litvit benchmark --device "$DEVICE" --precision bfloat16 -b "$BATCH" --train-batch-size "$BATCH" \
+        --model lit_ti pvt_v2_b2 lit_s swin_tiny_patch4_window7_224 --matmul-peak ${EXTRA[@]+"${EXTRA[@]}"} \
+        --json "$OUT/bf16_b$BATCH.json" --csv "$OUT/bf16_b$BATCH.csv" | tee "$OUT/bf16_b$BATCH.txt" || status=1
+fi
 
-echo "== 2. DTM against torchvision.ops.deform_conv2d, batch $DTM_BATCH"
-"$PYTHON" benchmarks/dtm.py --device "${DEVICE%%:*}" --batch-size "$DTM_BATCH" | tee "$OUT/dtm.txt" || status=1
+if want 1b && [[ $DEVICE != cpu ]]; then
+    echo "== 1b. the same for LIT-Ti and LIT-S with the Triton DTM kernel (LITVIT_DTM_KERNEL=triton)"
+    LITVIT_DTM_KERNEL=triton "$PYTHON" -m litvit benchmark --device "$DEVICE" --precision bfloat16 -b "$BATCH" \
+        --train-batch-size "$BATCH" --model lit_ti lit_s \
+        --json "$OUT/bf16_b${BATCH}_triton_dtm.json" | tee "$OUT/bf16_b${BATCH}_triton_dtm.txt" || status=1
+fi
 
-echo "== 3. LIT-S inference memory at $SIZE against the attention matrix"
-for precision in float32 bfloat16; do
-    "$PYTHON" benchmarks/attention_memory.py --device "$DEVICE" --img-size "$SIZE" --precision "$precision" \
-        --json "$OUT/attention_memory_$precision.json" | tee "$OUT/attention_memory_$precision.txt" || status=1
-done
+if want 2; then
+    echo "== 2. DTM against torchvision.ops.deform_conv2d, batch $DTM_BATCH"
+    "$PYTHON" benchmarks/dtm.py --device "${DEVICE%%:*}" --batch-size "$DTM_BATCH" | tee "$OUT/dtm.txt" || status=1
+fi
+
+if want 3; then
+    echo "== 3. LIT-S inference memory at $SIZE against the attention matrix"
+    for precision in float32 bfloat16; do
+        "$PYTHON" benchmarks/attention_memory.py --device "$DEVICE" --img-size "$SIZE" --precision "$precision" \
+            --json "$OUT/attention_memory_$precision.json" | tee "$OUT/attention_memory_$precision.txt" || status=1
+    done
+fi
 exit $status
