@@ -146,10 +146,19 @@ def _sample_bwd_kernel(
             grad_py += tl.sum(g * (hx * (v10 - v00) + vx * (v11 - v01)), axis=1)
             grad_px += tl.sum(g * (hy * (v01 - v00) + vy * (v11 - v10)), axis=1)
             ch_g = ch[None, :]
-            tl.atomic_add((g_row0 + g_col0)[:, None] + ch_g, g * (hy * hx), mask=m & m00[:, None])
-            tl.atomic_add((g_row0 + g_col1)[:, None] + ch_g, g * (hy * vx), mask=m & m01[:, None])
-            tl.atomic_add((g_row1 + g_col0)[:, None] + ch_g, g * (vy * hx), mask=m & m10[:, None])
-            tl.atomic_add((g_row1 + g_col1)[:, None] + ch_g, g * (vy * vx), mask=m & m11[:, None])
+            # Only the sum matters, not the order of the adds: relaxed atomics skip the fences.
+            tl.atomic_add(
+                (g_row0 + g_col0)[:, None] + ch_g, g * (hy * hx), mask=m & m00[:, None], sem="relaxed"
+            )
+            tl.atomic_add(
+                (g_row0 + g_col1)[:, None] + ch_g, g * (hy * vx), mask=m & m01[:, None], sem="relaxed"
+            )
+            tl.atomic_add(
+                (g_row1 + g_col0)[:, None] + ch_g, g * (vy * hx), mask=m & m10[:, None], sem="relaxed"
+            )
+            tl.atomic_add(
+                (g_row1 + g_col1)[:, None] + ch_g, g * (vy * vx), mask=m & m11[:, None], sem="relaxed"
+            )
         tl.store(grad_off + (2 * k) * cells_per_image, grad_py, mask=cell_mask)
         tl.store(grad_off + (2 * k + 1) * cells_per_image, grad_px, mask=cell_mask)
 
