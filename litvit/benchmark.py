@@ -459,11 +459,15 @@ def measure_peak_memory(
     name: str, mode: str, img_size: int, config: BenchmarkConfig, runtime: Optional[str] = None
 ) -> Dict[str, Any]:
     """Peak memory of one model and mode, measured in a fresh Python process."""
+    from .ops.deform import get_dtm_kernel
+
     spec = {"model": name, "mode": mode, "img_size": img_size, "config": config.to_dict(), "runtime": runtime}
     proc = subprocess.run(
         [sys.executable, "-m", "litvit.benchmark", "--memory-worker", json.dumps(spec)],
         capture_output=True,
         text=True,
+        # The worker is a new interpreter: hand it the DTM kernel this process uses.
+        env={**os.environ, "LITVIT_DTM_KERNEL": get_dtm_kernel()},
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -609,6 +613,7 @@ def _meta(config: BenchmarkConfig, peak: Optional[float], peak_samples: List[flo
     import timm
 
     from . import __version__
+    from .ops.deform import get_dtm_kernel
 
     device = torch.device(config.device)
     if device.type == "cuda":
@@ -627,6 +632,7 @@ def _meta(config: BenchmarkConfig, peak: Optional[float], peak_samples: List[flo
         "python": platform.python_version(),
         "matmul_peak_gflops": peak,
         "matmul_peak_samples": peak_samples,
+        "dtm_kernel": get_dtm_kernel(),  # CUDA only; CPU always samples with grid_sample
         "config": config.to_dict(),
     }
 
@@ -687,6 +693,7 @@ def format_table(report: Dict[str, Any]) -> str:
         f"device: {meta['device_name']} ({config['device']}, {meta['threads']} threads); precision {config['precision']}; "
         f"runtime {', '.join(runtimes) or config['runtime']}; channels-last {'on' if config['channels_last'] else 'off'}; "
         f"{config['repeats']} repeats x {config['steps']} steps after {config['warmup']} warm-up"
+        + (f"; DTM kernel {meta['dtm_kernel']}" if config["device"].startswith("cuda") and "dtm_kernel" in meta else "")
     )
     if meta.get("matmul_peak_gflops"):
         line = f"matmul peak: {meta['matmul_peak_gflops']:.1f} GFLOP/s (median of {len(meta['matmul_peak_samples'])} interleaved probes)"

@@ -93,6 +93,7 @@ def test_cli_writes_json_csv_and_table(tmp_path, capsys):
     report = json.loads(json_path.read_text())
     assert {"date", "command", "device_name", "torch", "timm", "config"} <= set(report["meta"])
     assert report["meta"]["config"]["model_kwargs"]["depths"] == [1, 1, 1, 1]
+    assert report["meta"]["dtm_kernel"] == "torch"
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == bench.RESULT_FIELDS
@@ -197,3 +198,22 @@ def test_attention_memory_live_peak_counts_the_materialised_matrix():
     # The reference path holds stage 3's 12 x 96 x 96 attention matrix (and its bias); SDPA does not.
     matrix_mb = 12 * 96**2 * 4 / 2**20
     assert reference - fast > matrix_mb
+
+
+def test_memory_worker_inherits_the_dtm_kernel(monkeypatch):
+    """The worker is a new interpreter; the DTM kernel chosen in this one must reach it."""
+    import subprocess
+
+    import litvit.ops.deform as deform
+
+    seen = {}
+
+    def fake_run(cmd, **kwargs):
+        seen["env"] = kwargs.get("env") or {}
+        return subprocess.CompletedProcess(cmd, 0, stdout='{"peak_mem_mb": 1.0, "mem_base_mb": 0.5}\n', stderr="")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    monkeypatch.setattr(deform, "_dtm_kernel", "triton")
+    result = bench.measure_peak_memory("lit_ti", "inference", 64, bench.BenchmarkConfig(models=["lit_ti"]))
+    assert result == {"peak_mem_mb": 1.0, "mem_base_mb": 0.5}
+    assert seen["env"]["LITVIT_DTM_KERNEL"] == "triton"
