@@ -49,6 +49,14 @@ def test_set_dtm_kernel():
         set_dtm_kernel("torch")
 
 
+def test_dtm_kernel_from_environment(monkeypatch):
+    monkeypatch.setenv("LITVIT_DTM_KERNEL", "Triton")
+    assert deform._kernel_from_environment() == "triton"
+    monkeypatch.setenv("LITVIT_DTM_KERNEL", "cuda")
+    with pytest.warns(UserWarning, match="LITVIT_DTM_KERNEL='cuda' is not one of torch, triton"):
+        assert deform._kernel_from_environment() == "torch"
+
+
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_kernels_match_grid_sample(dtype):

@@ -19,6 +19,7 @@ On CUDA an optional Triton kernel (:mod:`litvit.ops.deform_triton`) can do the s
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Optional
 
 import torch
@@ -27,7 +28,17 @@ import torch.nn.functional as F
 __all__ = ["deform_sample2x2", "deform_conv2x2", "sampling_locations2x2", "set_dtm_kernel", "get_dtm_kernel"]
 
 DTM_KERNELS = ("torch", "triton")
-_dtm_kernel = os.environ.get("LITVIT_DTM_KERNEL", "torch")
+
+
+def _kernel_from_environment() -> str:
+    name = os.environ.get("LITVIT_DTM_KERNEL", "torch").strip().lower() or "torch"
+    if name not in DTM_KERNELS:
+        warnings.warn(f"LITVIT_DTM_KERNEL={name!r} is not one of {', '.join(DTM_KERNELS)}; using 'torch'")
+        return "torch"
+    return name
+
+
+_dtm_kernel = _kernel_from_environment()
 
 
 def set_dtm_kernel(name: str) -> None:
@@ -65,6 +76,7 @@ def _use_triton(x: torch.Tensor) -> bool:
     return not (
         torch.compiler.is_compiling() or is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
     )
+
 
 # (row, column) of each kernel tap, in the order of the offset channels and weight taps.
 _TAPS = ((0, 0), (0, 1), (1, 0), (1, 1))
