@@ -36,6 +36,35 @@ def test_kernels_in_triton_interpreter():
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_kernels_compile_for_a_hopper_gpu(dtype, tmp_path, monkeypatch):
+    """Compile both kernels ahead of time for sm_90 through Triton's real pipeline (PTX and
+    ptxas; no GPU needed). This catches what the interpreter does not: typing and lowering."""
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("TRITON_DEFAULT_FP_FUSION", "1")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    import litvit.ops.deform_triton as kernels
+
+    pointers = {"x_ptr": dtype, "out_ptr": dtype, "grad_ptr": dtype, "off_ptr": "fp32", "grad_x_ptr": "fp32",
+                "grad_off_ptr": "fp32"}
+    for kernel in (kernels._sample_fwd_kernel, kernels._sample_bwd_kernel):
+        signature = {
+            name: "constexpr" if name.startswith("BLOCK_") else (f"*{pointers[name]}" if name in pointers else "i32")
+            for name in kernel.arg_names
+        }
+        try:
+            source = ASTSource(kernel, signature, constexprs={"BLOCK_N": 32, "BLOCK_C": 64})
+        except TypeError:
+            pytest.skip(f"Triton {triton.__version__} has another ahead-of-time compile API")
+        ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+        assert ".target sm_90" in ptx
+        if kernel is kernels._sample_bwd_kernel:
+            assert "red.global.gpu.relaxed.add.f32" in ptx  # the input-gradient scatter
+
+
 def test_set_dtm_kernel():
     assert deform.get_dtm_kernel() == "torch"  # the grid_sample path is the default
     with pytest.raises(ValueError, match="unknown DTM kernel"):
