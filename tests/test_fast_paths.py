@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from litvit.models import set_reference_path
 from litvit.models import lit
@@ -134,6 +135,65 @@ def test_dtm_fast_equals_reference_float32_and_bfloat16():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         bf16_out, _, _ = dtm(x, (10, 12))
     assert _rel_err(bf16_out, ref_out) < 2e-2
+
+
+def _spy_fused_mlp(monkeypatch) -> list:
+    """Record the number of blocks of each fused_mlp_inference call."""
+    calls = []
+    fused = lit.fused_mlp_inference
+    monkeypatch.setattr(lit, "fused_mlp_inference", lambda blocks, *a: calls.append(len(blocks)) or fused(blocks, *a))
+    return calls
+
+
+@pytest.mark.parametrize("name", ["lit_ti", "lit_s"])
+def test_fused_mlp_equals_the_blocks_module_by_module(tiny_lit, name, monkeypatch):
+    # 16-wide tokens with a 128-wide hidden layer: 700 // 128 = 5-row slabs, so the 2 x 256
+    # stage-1 rows end with a short slab; stage 2 (256-wide hidden) gets 2-row slabs.
+    monkeypatch.setattr(lit, "MLP_SLAB_ELEMENTS", 700)
+    fast = _randomise_offsets(tiny_lit(name, depths=(2, 3, 2, 1)))
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # initial biases are 0 and norms 1: make every term of the MLP count
+        for param in fast.parameters():
+            if param.ndim == 1:
+                param.add_(torch.randn(param.shape, generator=generator) * 0.2)
+    reference = set_reference_path(copy.deepcopy(fast))
+    calls = _spy_fused_mlp(monkeypatch)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        out = fast(x)
+        assert calls == [2, 3, 1, 1, 1], "MLP-only stages fuse whole, attention blocks one by one"
+        calls.clear()
+        expected = reference(x)
+    assert calls == []
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_mlp_steps_aside_where_it_could_be_noticed(tiny_lit, monkeypatch):
+    model = tiny_lit("lit_s")
+    calls = _spy_fused_mlp(monkeypatch)
+    x = torch.randn(1, 3, 64, 64)
+    model(x)  # autograd on: activations must be kept for the backward pass
+    with torch.no_grad():
+        model.train()
+        model(x)  # dropout and drop path act in training mode
+        model.eval()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(x)
+    assert calls == []
+    # A hook on a skipped module must still fire, once per forward: that stage runs module by module.
+    fired = []
+    handle = model.stages[0].blocks[0].mlp.fc1.register_forward_hook(lambda *a: fired.append(1))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    assert fired == [1]
+    assert calls == [1, 1, 1]  # stage 2 and the two attention blocks still fuse
+    calls.clear()
+    with torch.no_grad(), FlopCounterMode(display=False):
+        model(x)  # its module tracker hooks every module globally
+    assert calls == []
 
 
 @pytest.mark.parametrize("name", ["lit_ti", "lit_s"])

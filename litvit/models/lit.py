@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -26,6 +26,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
+from ..ops.capture import graph_capture_active
 from ..ops.deform import deform_sample2x2
 
 __all__ = ["LIT", "DeformableTokenMerging", "checkpoint_filter_fn", "set_reference_path", "MODEL_CONFIGS"]
@@ -115,14 +116,15 @@ class DeformableTokenMerging(nn.Module):
 
 def set_reference_path(model: nn.Module, enable: bool = True) -> nn.Module:
     """Run ``model``'s LIT parts on their reference implementations (explicit softmax attention,
-    torchvision's deformable convolution in DTM) or, with ``enable=False``, on the fast ones.
+    torchvision's deformable convolution in DTM, the MLPs module by module) or, with
+    ``enable=False``, on the fast ones.
 
     The reference path is slower; it exists so tests and users can check the fast path's output.
     """
     for module in model.modules():
         if isinstance(module, Attention):
             module.fused_attn = False if enable else use_fused_attn()
-        elif isinstance(module, DeformableTokenMerging):
+        elif isinstance(module, (DeformableTokenMerging, Block)):
             module.use_reference = enable
     return model
 
@@ -305,6 +307,8 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm residual block; without attention (stages 1-2) it is the MLP residual alone."""
 
+    use_reference: bool = False
+
     def __init__(
         self,
         dim: int,
@@ -332,7 +336,95 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
         if self.attn is not None:
             x = x + self.drop_path(self.attn(self.norm1(x), grid))
+        if fused_mlp_applies((self,), x, whole_blocks=False):
+            return fused_mlp_inference((self,), x)
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+# Rows per slab in fused_mlp_inference: about 4 MB of hidden activations, which stay in cache
+# between fc1, GELU and fc2 (1.05x for LIT-Ti's whole forward on CPU; see benchmarks/RESULTS.md).
+MLP_SLAB_ELEMENTS = 1 << 20
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_cpu_enabled()
+
+
+def _has_hooks(modules: Iterable[nn.Module]) -> bool:
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
+def fused_mlp_applies(blocks: Sequence[Block], x: torch.Tensor, whole_blocks: bool) -> bool:
+    """Whether :func:`fused_mlp_inference` may stand in for the blocks' MLP residuals.
+
+    It calls the ops of ``norm2`` and ``mlp`` directly, so it runs only where nothing could tell
+    the difference: CPU inference without autograd, autocast or graph capture, blocks in eval
+    mode with the standard LayerNorm -> Linear -> GELU -> Linear, and no hooks on the modules it
+    skips (with ``whole_blocks``, the blocks themselves are skipped too). Anywhere else, and
+    under :func:`set_reference_path`, the modules run as written.
+    """
+    if x.device.type != "cpu" or torch.is_grad_enabled() or graph_capture_active():
+        return False
+    if not x.is_floating_point() or _autocast_enabled("cpu"):
+        return False
+    # Global module hooks (FlopCounterMode's module tracker, for one) would miss the skipped calls.
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return False
+    for block in blocks:
+        mlp = block.mlp
+        standard = (
+            type(block.norm2) is nn.LayerNorm
+            and type(mlp) is Mlp
+            and type(mlp.fc1) is nn.Linear
+            and type(mlp.fc2) is nn.Linear
+            and type(mlp.act) is nn.GELU
+            and mlp.act.approximate == "none"
+            and isinstance(mlp.norm, nn.Identity)
+        )
+        if block.training or block.use_reference or not standard:
+            return False
+        skipped = [block.norm2, block.drop_path, *mlp.modules()]
+        if _has_hooks(skipped) or (whole_blocks and _has_hooks((block,))):
+            return False
+    return True
+
+
+def fused_mlp_inference(blocks: Sequence[Block], x: torch.Tensor, slab_rows: Optional[int] = None) -> torch.Tensor:
+    """``x = x + mlp(norm2(x))`` for each block in turn, for CPU inference (see :func:`fused_mlp_applies`).
+
+    Equal to the blocks' own forward up to float rounding, with fewer passes over memory: GELU
+    runs in place in a reused buffer and fc2's matrix product adds the residual as it writes.
+    With ``slab_rows``, the tokens go through all the blocks a slab of rows at a time, so the
+    hidden activations stay in cache; that is right for the MLP-only stages, where every op
+    acts on each token alone.
+    """
+    batch_shape, dim = x.shape[:-1], x.shape[-1]
+    rows = x.reshape(-1, dim)
+    out = torch.empty_like(rows)
+    num_rows = rows.shape[0]
+    step = num_rows if slab_rows is None else max(1, slab_rows)
+    hidden_features = max(block.mlp.fc1.out_features for block in blocks)
+    hidden_buffer = torch.empty(min(step, num_rows), hidden_features, dtype=x.dtype, device=x.device)
+    for start in range(0, num_rows, step):
+        end = min(start + step, num_rows)
+        current = rows[start:end]
+        for i, block in enumerate(blocks):
+            norm, fc1, fc2 = block.norm2, block.mlp.fc1, block.mlp.fc2
+            normed = F.layer_norm(current, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+            hidden = hidden_buffer[: end - start, : fc1.out_features]
+            if fc1.bias is not None:
+                torch.addmm(fc1.bias, normed, fc1.weight.t(), out=hidden)
+            else:
+                torch.mm(normed, fc1.weight.t(), out=hidden)
+            torch.ops.aten.gelu_(hidden)
+            target = out[start:end] if i == len(blocks) - 1 else None
+            current = torch.addmm(current, hidden, fc2.weight.t(), out=target)
+            if fc2.bias is not None:
+                current += fc2.bias
+    return out.reshape(*batch_shape, dim)
 
 
 class LITStage(nn.Module):
@@ -361,6 +453,7 @@ class LITStage(nn.Module):
         self.grid = tuple(grid)
         self.num_prefix_tokens = num_prefix_tokens
         self.grad_checkpointing = False
+        self.mlp_only = not use_attn
         self.downsample = DeformableTokenMerging(in_dim, dim) if downsample else None
         if abs_pos_embed:
             self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1] + num_prefix_tokens, dim))
@@ -418,6 +511,9 @@ class LITStage(nn.Module):
             x = x + pos_embed
         elif prefix_tokens is not None:
             x = torch.cat((prefix_tokens.expand(x.shape[0], -1, -1), x), dim=1)
+        if self.mlp_only and len(self.blocks) and fused_mlp_applies(self.blocks, x, whole_blocks=True):
+            slab_rows = MLP_SLAB_ELEMENTS // max(block.mlp.fc1.out_features for block in self.blocks)
+            return fused_mlp_inference(self.blocks, x, slab_rows), grid, offset
         for block in self.blocks:
             if self.grad_checkpointing and not torch.jit.is_scripting():
                 x = torch.utils.checkpoint.checkpoint(block, x, grid, use_reentrant=False)

@@ -25,6 +25,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .capture import graph_capture_active
+
 __all__ = ["deform_sample2x2", "deform_conv2x2", "sampling_locations2x2", "set_dtm_kernel", "get_dtm_kernel"]
 
 DTM_KERNELS = ("torch", "triton")
@@ -71,11 +73,7 @@ def _use_triton(x: torch.Tensor) -> bool:
         return False
     if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return False
-    # Graph capture needs ops it can trace; the Triton launch is opaque to it.
-    is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch >= 2.5
-    return not (
-        torch.compiler.is_compiling() or is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-    )
+    return not graph_capture_active()
 
 
 # (row, column) of each kernel tap, in the order of the offset channels and weight taps.
