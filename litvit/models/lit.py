@@ -342,7 +342,7 @@ class Block(nn.Module):
 
 
 # Rows per slab in fused_mlp_inference: about 4 MB of hidden activations, which stay in cache
-# between fc1, GELU and fc2 (1.05x for LIT-Ti's whole forward on CPU; see benchmarks/RESULTS.md).
+# between fc1, GELU and fc2 (LIT-Ti batch 32 on 2 CPU threads: 1.065x; benchmarks/RESULTS.md, 2f).
 MLP_SLAB_ELEMENTS = 1 << 20
 
 
