@@ -241,3 +241,17 @@ def test_compiles_without_graph_breaks(tiny_lit, name):
     compiled = torch.compile(model, fullgraph=True, backend="eager")
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x))
+
+
+@pytest.mark.parametrize("name", ["lit_ti", "lit_s"])
+def test_an_empty_batch_gives_empty_outputs_on_both_paths(tiny_lit, name):
+    # A rank's share of an evaluation set can be empty; token reshapes must not infer sizes from 0 elements.
+    fast, reference = _pair(tiny_lit, name)
+    x = torch.randn(0, 3, 64, 64)
+    for model in (fast, reference):
+        with torch.no_grad():
+            logits, offsets = model.forward_with_offsets(x)
+        assert logits.shape == (0, 10)
+        assert [tuple(o.shape) for o in offsets] == [(0, 8, 8, 8), (0, 8, 4, 4), (0, 8, 2, 2)]
+        model.train()
+        model(x).sum().backward()

@@ -93,9 +93,10 @@ class DeformableTokenMerging(nn.Module):
         out = torch.matmul(samples.transpose(1, 2), weight.t())
         if self.proj.bias is not None:
             out = out + self.proj.bias
-        out = out.reshape(batch, out_h, out_w, -1).permute(0, 3, 1, 2)
+        out_channels = self.proj.out_channels
+        out = out.reshape(batch, out_h, out_w, out_channels).permute(0, 3, 1, 2)
         out = self.act(self.norm(out))
-        out = out.permute(0, 2, 3, 1).reshape(batch, out_h * out_w, -1)
+        out = out.permute(0, 2, 3, 1).reshape(batch, out_h * out_w, out_channels)
         return out, (out_h, out_w), offset
 
     def forward_reference(
@@ -405,7 +406,7 @@ def fused_mlp_inference(blocks: Sequence[Block], x: torch.Tensor, slab_rows: Opt
     rows = x.reshape(-1, dim)
     out = torch.empty_like(rows)
     num_rows = rows.shape[0]
-    step = num_rows if slab_rows is None else max(1, slab_rows)
+    step = max(1, num_rows if slab_rows is None else slab_rows)
     hidden_features = max(block.mlp.fc1.out_features for block in blocks)
     hidden_buffer = torch.empty(min(step, num_rows), hidden_features, dtype=x.dtype, device=x.device)
     for start in range(0, num_rows, step):
