@@ -255,3 +255,17 @@ def test_benchmark_measures_onnxruntime_beside_eager(monkeypatch):
     assert by_key[("inference", "eager")]["status"] == "ok"
     assert by_key[("train", "onnxruntime")]["status"] == "skipped"  # an exported graph cannot train
     assert "lit_s onnxruntime / eager (inference, 64px)" in format_ratios(report, [])
+
+
+def test_is_exporting_is_true_only_under_torch_export():
+    # litvit keeps its own helper (timm has one only from 1.0.30 on); shape-specialised fast
+    # paths rely on it to step aside while torch.export traces.
+    from litvit.ops.capture import is_exporting
+
+    class ExportMarker(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1 if is_exporting() else x
+
+    x = torch.zeros(2)
+    assert torch.equal(ExportMarker()(x), x)
+    assert torch.equal(torch.export.export(ExportMarker(), (x,)).module()(x), x + 1)

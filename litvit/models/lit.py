@@ -21,12 +21,12 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, is_exporting, resample_abs_pos_embed, trunc_normal_, use_fused_attn
+from timm.layers import DropPath, Mlp, resample_abs_pos_embed, trunc_normal_, use_fused_attn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
-from ..ops.capture import graph_capture_active
+from ..ops.capture import graph_capture_active, is_exporting
 from ..ops.deform import deform_sample2x2
 
 __all__ = ["LIT", "DeformableTokenMerging", "checkpoint_filter_fn", "set_reference_path", "MODEL_CONFIGS"]

@@ -3,7 +3,18 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["graph_capture_active"]
+__all__ = ["graph_capture_active", "is_exporting"]
+
+
+def is_exporting() -> bool:
+    """True while ``torch.export`` (or the dynamo ONNX exporter) traces the model.
+
+    Shape-dependent Python branches must step aside then, or the exported graph would be
+    specialised to the example input. timm has the same helper only from 1.0.30 on, so it
+    lives here to keep older timm releases working.
+    """
+    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
+    return exporting is not None and not torch.jit.is_scripting() and exporting()
 
 
 def graph_capture_active() -> bool:
@@ -12,7 +23,6 @@ def graph_capture_active() -> bool:
     Eager-only fast paths (an opaque Triton launch, buffers reused across calls) must step
     aside there: the capture needs ops it can trace, and they gain nothing once compiled.
     """
-    is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch >= 2.5
     return (
         torch.compiler.is_compiling() or is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
     )
