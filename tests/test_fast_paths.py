@@ -89,6 +89,16 @@ def test_attention_blocks_queries_only_when_no_gradient_is_needed(monkeypatch):
     assert Attention(40, 5).query_block_rows(q, 35) == 35  # no bias: SDPA needs no blocking
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_attention_blocks_are_larger_on_cuda(monkeypatch):
+    monkeypatch.setattr(lit, "BIAS_BLOCK_ELEMENTS", 400)
+    monkeypatch.setattr(lit, "BIAS_BLOCK_ELEMENTS_CUDA", 800)
+    attn = Attention(40, 5, rel_pos_grid=(4, 4))
+    with torch.no_grad():
+        assert attn.query_block_rows(torch.randn(1, 5, 35, 8), 35) == 2
+        assert attn.query_block_rows(torch.randn(1, 5, 35, 8, device="cuda"), 35) == 4
+
+
 def test_attention_gradients_fast_equal_reference():
     torch.manual_seed(0)
     attn = Attention(40, 5, rel_pos_grid=(4, 4))

@@ -158,8 +158,11 @@ def resize_rel_pos_table(table: torch.Tensor, src_grid: Tuple[int, int], dst_gri
 # Inference at detection resolutions runs the biased attention in blocks of query rows so that
 # the relative position bias is never materialised for all N x N token pairs at once: at
 # 800 x 1344 LIT-S has 4200 stage-3 tokens, and a full 12-head bias is 847 MB per block.
-# A block's bias holds at most this many elements (32 MB in float32).
+# A block's bias holds at most this many elements: 32 MB in float32 on CPU; on CUDA 128 MB,
+# because smaller blocks leave the GPU idle (H100, LIT-S at 800 x 1344: 157 ms at 2^23, 38 ms
+# at 2^25, peak memory 271 -> 291 MB; benchmarks/RESULTS.md section 6).
 BIAS_BLOCK_ELEMENTS = 1 << 23
+BIAS_BLOCK_ELEMENTS_CUDA = 1 << 25
 
 
 class Attention(nn.Module):
@@ -224,7 +227,8 @@ class Attention(nn.Module):
             return num_tokens
         if torch.is_grad_enabled() and (q.requires_grad or table.requires_grad):
             return num_tokens
-        return min(num_tokens, max(1, BIAS_BLOCK_ELEMENTS // (self.num_heads * num_tokens)))
+        budget = BIAS_BLOCK_ELEMENTS_CUDA if q.is_cuda else BIAS_BLOCK_ELEMENTS
+        return min(num_tokens, max(1, budget // (self.num_heads * num_tokens)))
 
     def reversed_key_bias(self, grid: Tuple[int, int], dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """The relative position bias for keys (and values) taken in reverse token order, as a
