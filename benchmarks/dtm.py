@@ -245,7 +245,7 @@ def main(argv: Sequence[str] = None) -> int:
                     print(f"  {label} {what} {model} {row['shape']}: fwd {row['fwd_speedup']:.2f}x, "
                           f"fwd+bwd {row['fwdbwd_speedup']:.2f}x", file=sys.stderr, flush=True)
 
-    set_dtm_kernel("torch")
+    set_dtm_kernel("auto")
     summary = []
     for _, _, label in runs:
         for what in ("deform conv", "DTM module"):

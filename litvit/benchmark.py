@@ -632,7 +632,7 @@ def _meta(config: BenchmarkConfig, peak: Optional[float], peak_samples: List[flo
         "python": platform.python_version(),
         "matmul_peak_gflops": peak,
         "matmul_peak_samples": peak_samples,
-        "dtm_kernel": get_dtm_kernel(),  # CUDA only; CPU always samples with grid_sample
+        "dtm_kernel": get_dtm_kernel(device),  # what ran: CPU always samples with grid_sample
         "config": config.to_dict(),
     }
 
