@@ -57,7 +57,7 @@ def test_kernels_compile_for_a_hopper_gpu(dtype, tmp_path, monkeypatch):
             for name in kernel.arg_names
         }
         try:
-            source = ASTSource(kernel, signature, constexprs={"BLOCK_N": 32, "BLOCK_C": 64})
+            source = ASTSource(kernel, signature, constexprs={"BLOCK_N": kernels._BLOCK_N, "BLOCK_C": 64})
         except TypeError:
             pytest.skip(f"Triton {triton.__version__} has another ahead-of-time compile API")
         ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm["ptx"]

@@ -14,7 +14,8 @@ Semantics are those of :func:`~litvit.ops.deform.deform_sample2x2` (and of
 ``2i + ki + offset[2k]``, column ``2j + kj + offset[2k+1]``, bilinearly, corners outside the
 map reading zero. Positions and sums are in float32 whatever the input dtype.
 
-The PyTorch path stays the reference and the default; see :func:`litvit.ops.deform.set_dtm_kernel`.
+The PyTorch path stays the reference and the CPU path; :func:`litvit.ops.deform.set_dtm_kernel`
+chooses (Triton is the CUDA default when installed).
 Tests run these kernels on the CPU through Triton's interpreter (``TRITON_INTERPRET=1``).
 """
 from __future__ import annotations
@@ -163,7 +164,12 @@ def _sample_bwd_kernel(
         tl.store(grad_off + (2 * k + 1) * cells_per_image, grad_px, mask=cell_mask)
 
 
-_BLOCK_N = 32
+# Output cells per program. On an H100 (bf16, batch 64, LIT-Ti's first two DTMs) 16 cells
+# rather than 32 made the forward kernel 1.8-1.9x and the backward 1.2-1.3x faster: twice the
+# programs hide the latency of the scattered corner loads better (benchmarks/results/gpu_h100/
+# run2_defaults/triton_block_sweep.txt; 64 and 128 cells were no faster forward and slower
+# backward). Measured on the kernels alone, not yet re-run through benchmarks/dtm.py.
+_BLOCK_N = 16
 
 
 def _channel_block(channels: int) -> int:
