@@ -165,10 +165,11 @@ def _sample_bwd_kernel(
 
 
 # Output cells per program. On an H100 (bf16, batch 64, LIT-Ti's first two DTMs) 16 cells
-# rather than 32 made the forward kernel 1.8-1.9x and the backward 1.2-1.3x faster: twice the
-# programs hide the latency of the scattered corner loads better (benchmarks/results/gpu_h100/
-# run2_defaults/triton_block_sweep.txt; 64 and 128 cells were no faster forward and slower
-# backward). Measured on the kernels alone, not yet re-run through benchmarks/dtm.py.
+# rather than 32 made the forward kernel 1.8-1.9x and the backward 1.2-1.3x faster, presumably
+# because twice the programs hide more of the scattered corner loads' latency; 64 and 128
+# cells were no faster forward and slower backward. Measured on the kernels alone
+# (benchmarks/results/gpu_h100/run2_defaults/triton_block_sweep.txt), not yet through
+# benchmarks/dtm.py.
 _BLOCK_N = 16
 
 
