@@ -160,8 +160,23 @@ def resize_calls(monkeypatch):
         return wrapped
 
     monkeypatch.setattr(lit_module, "resize_rel_pos_table", spy(lit_module.resize_rel_pos_table))
-    monkeypatch.setattr(lit_module, "resample_abs_pos_embed", spy(lit_module.resample_abs_pos_embed))
+    monkeypatch.setattr(lit_module, "resize_abs_pos_embed", spy(lit_module.resize_abs_pos_embed))
     return calls
+
+
+@pytest.mark.parametrize("prefix", [0, 1])
+def test_abs_pos_embed_resize_equals_timms(prefix):
+    from timm.layers import resample_abs_pos_embed
+
+    torch.manual_seed(0)
+    pos_embed = torch.randn(1, prefix + 7 * 7, 16)
+    ours = lit_module.resize_abs_pos_embed(pos_embed, (7, 7), (5, 9), prefix)
+    theirs = resample_abs_pos_embed(
+        pos_embed, new_size=[5, 9], old_size=[7, 7], num_prefix_tokens=prefix, interpolation="bilinear",
+        antialias=False,
+    )
+    assert ours.shape == (1, prefix + 45, 16)
+    torch.testing.assert_close(ours, theirs)
 
 
 @pytest.mark.parametrize("name", list(EXACT_PARAMS))

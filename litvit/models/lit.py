@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, resample_abs_pos_embed, trunc_normal_, use_fused_attn
+from timm.layers import DropPath, Mlp, trunc_normal_, use_fused_attn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
@@ -139,6 +139,23 @@ def relative_position_index(height: int, width: int, device: Optional[torch.devi
     ).flatten(1)  # 2 x N
     rel = coords[:, :, None] - coords[:, None, :]  # 2 x N x N
     return (rel[0] + height - 1) * (2 * width - 1) + (rel[1] + width - 1)
+
+
+def resize_abs_pos_embed(
+    pos_embed: torch.Tensor, src_grid: Sequence[int], dst_grid: Sequence[int], num_prefix_tokens: int = 0
+) -> torch.Tensor:
+    """Resize a ``1 x (prefix + h*w) x C`` position embedding to another grid, bilinearly and
+    without antialiasing (as the released dense backbones do); prefix tokens pass unchanged.
+
+    timm's ``resample_abs_pos_embed`` does the same, but before timm 1.0.30 its size-match
+    early-out runs under ``torch.export`` too and freezes exported graphs to the example size.
+    """
+    prefix, grid_embed = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    channels = grid_embed.shape[-1]
+    image = grid_embed.float().reshape(1, src_grid[0], src_grid[1], channels).permute(0, 3, 1, 2)
+    image = F.interpolate(image, size=(dst_grid[0], dst_grid[1]), mode="bilinear", align_corners=False)
+    grid_embed = image.permute(0, 2, 3, 1).reshape(1, -1, channels).to(pos_embed.dtype)
+    return torch.cat([prefix, grid_embed], dim=1) if num_prefix_tokens else grid_embed
 
 
 def resize_rel_pos_table(table: torch.Tensor, src_grid: Tuple[int, int], dst_grid: Tuple[int, int]) -> torch.Tensor:
@@ -487,15 +504,7 @@ class LITStage(nn.Module):
         # Exported graphs always resize (an identity at the training size) so the image size stays dynamic.
         if not is_exporting() and tuple(grid) == self.grid:
             return self.pos_embed
-        # The released dense backbones resize the embedding bilinearly, without antialiasing.
-        return resample_abs_pos_embed(
-            self.pos_embed,
-            new_size=list(grid),
-            old_size=list(self.grid),
-            num_prefix_tokens=self.num_prefix_tokens,
-            interpolation="bilinear",
-            antialias=False,
-        )
+        return resize_abs_pos_embed(self.pos_embed, self.grid, grid, self.num_prefix_tokens)
 
     def forward(
         self,
@@ -847,14 +856,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LIT) -> Dict[str, to
                 stage = model.stages[int(name.split(".")[1])]
                 prefix = value.shape[1] - _square_side(value.shape[1] - stage.num_prefix_tokens) ** 2
                 src_side = _square_side(value.shape[1] - prefix)
-                value = resample_abs_pos_embed(
-                    value,
-                    new_size=list(stage.grid),
-                    old_size=[src_side, src_side],
-                    num_prefix_tokens=prefix,
-                    interpolation="bilinear",
-                    antialias=False,
-                )
+                value = resize_abs_pos_embed(value, (src_side, src_side), stage.grid, prefix)
                 if prefix > stage.num_prefix_tokens:
                     value = value[:, prefix - stage.num_prefix_tokens :]
             elif name.endswith("relative_position_bias_table"):
