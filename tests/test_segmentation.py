@@ -25,6 +25,7 @@ from litvit.segmentation.inference import predict_logits
 from litvit.segmentation.transforms import (
     IGNORE_INDEX,
     PadToSize,
+    PhotoMetricDistortion,
     RandomCropCatMax,
     RescaleToFit,
     build_train_transforms,
@@ -169,6 +170,25 @@ def test_rescale_to_fit_keeps_ratio():
     assert out.shape[-2:] == (512, 683)  # short side 300 -> 512 limits; long side 683 <= 2048
     out = PadToSize(None, 32)(out)
     assert out.shape[-2:] == (512, 704)
+
+
+def test_photometric_distortion_shifts_brightness_and_leaves_masks():
+    torch.manual_seed(0)
+    image = tv_tensors.Image(torch.randint(40, 200, (3, 8, 8), dtype=torch.uint8))
+    mask = tv_tensors.Mask(torch.randint(0, 3, (8, 8), dtype=torch.uint8))
+    brightness_only = PhotoMetricDistortion(contrast=(1.0, 1.0), saturation=(1.0, 1.0), hue=(0.0, 0.0), p=1.0)
+    shifts = set()
+    for _ in range(5):
+        out, out_mask = brightness_only(image, mask)
+        assert out.dtype == torch.uint8 and torch.equal(out_mask, mask)
+        delta = out.int() - image.int()
+        assert delta.unique().numel() == 1 and abs(int(delta[0, 0, 0])) <= 32  # one additive shift (no clamping here)
+        shifts.add(int(delta[0, 0, 0]))
+    assert len(shifts) > 1
+    assert torch.equal(PhotoMetricDistortion(p=0.0)(image), image)
+    assert not torch.equal(PhotoMetricDistortion(p=1.0)(image), image)
+    with pytest.raises(TypeError, match="uint8"):
+        PhotoMetricDistortion(p=1.0)(tv_tensors.Image(image.float()))
 
 
 # --------------------------------------------------------------------------- the 75 % crop rule

@@ -13,7 +13,11 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
-from torchvision.transforms.v2 import query_size
+
+try:
+    from torchvision.transforms.v2 import query_size
+except ImportError:  # torchvision < 0.20 kept it private
+    from torchvision.transforms.v2._utils import query_size
 
 __all__ = [
     "IGNORE_INDEX",
@@ -38,12 +42,36 @@ def fit_scale_factor(height: int, width: int, scale: Sequence[int]) -> float:
     return min(max(scale) / max(height, width), min(scale) / min(height, width))
 
 
+if hasattr(v2.Transform, "make_params"):
+
+    class _PublicHooks:
+        """torchvision >= 0.21 calls ``make_params`` / ``transform`` itself."""
+
+else:
+
+    class _PublicHooks:  # type: ignore[no-redef]
+        """Routes torchvision < 0.21's private hook names to the public ones used here, both
+        ways, so subclasses of its own transforms can call ``super().make_params`` too."""
+
+        def _get_params(self, flat_inputs: List[Any]) -> Dict[str, Any]:
+            return self.make_params(flat_inputs)
+
+        def _transform(self, inpt: Any, params: Dict[str, Any]) -> Any:
+            return self.transform(inpt, params)
+
+        def make_params(self, flat_inputs: List[Any]) -> Dict[str, Any]:
+            return super()._get_params(flat_inputs)  # type: ignore[misc]
+
+        def transform(self, inpt: Any, params: Dict[str, Any]) -> Any:
+            return super()._transform(inpt, params)  # type: ignore[misc]
+
+
 def _fit_size(height: int, width: int, scale: Sequence[float]) -> Tuple[int, int]:
     factor = fit_scale_factor(height, width, scale)
     return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
 
 
-class RescaleToFit(v2.Transform):
+class RescaleToFit(_PublicHooks, v2.Transform):
     """Keep-ratio resize to fit ``scale`` (long, short) times a ratio drawn from ``ratio_range``.
 
     Images are resized bilinearly, masks with nearest neighbour.
@@ -66,7 +94,7 @@ class RescaleToFit(v2.Transform):
         return self._call_kernel(F.resize, inpt, params["size"], interpolation=v2.InterpolationMode.BILINEAR)
 
 
-class RandomCropCatMax(v2.Transform):
+class RandomCropCatMax(_PublicHooks, v2.Transform):
     """Random crop (at most ``size``) in which no single class covers ``cat_max_ratio`` or more.
 
     A crop is accepted when it holds at least two labelled classes and the largest covers less
@@ -118,7 +146,7 @@ class RandomCropCatMax(v2.Transform):
         return self._call_kernel(F.crop, inpt, **params)
 
 
-class PhotoMetricDistortion(v2.RandomPhotometricDistort):
+class PhotoMetricDistortion(_PublicHooks, v2.RandomPhotometricDistort):
     """The released segmentation colour augmentation: each of brightness (additive, +-32),
     contrast (0.5-1.5), saturation (0.5-1.5) and hue (+-18 of 180 degrees) applied with
     probability 0.5, contrast randomly before or after the others; no channel shuffling.
@@ -157,7 +185,7 @@ class PhotoMetricDistortion(v2.RandomPhotometricDistort):
         return super().transform(inpt, params)
 
 
-class PadToSize(v2.Transform):
+class PadToSize(_PublicHooks, v2.Transform):
     """Pad on the bottom and right to at least ``size`` and to a multiple of ``size_divisor``;
     images with ``fill`` (0 after normalisation = the mean colour), masks with the ignore label."""
 
