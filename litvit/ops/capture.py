@@ -11,10 +11,16 @@ def is_exporting() -> bool:
 
     Shape-dependent Python branches must step aside then, or the exported graph would be
     specialised to the example input. timm has the same helper only from 1.0.30 on, so it
-    lives here to keep older timm releases working.
+    lives here to keep older timm releases working. Before torch 2.6 there is no export-only
+    flag; ``torch.export`` sets the compiling flag instead, so there this is also true under
+    ``torch.compile`` (those branches then take their graph-friendly form there too).
     """
-    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
-    return exporting is not None and not torch.jit.is_scripting() and exporting()
+    if torch.jit.is_scripting():
+        return False
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    if exporting is None:  # torch < 2.6
+        return torch.compiler.is_compiling()
+    return exporting()
 
 
 def graph_capture_active() -> bool:
