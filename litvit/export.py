@@ -9,11 +9,14 @@ Two formats, both with a dynamic batch dimension:
   input's shape, so nothing is frozen to the example input. Opsets 16 and 17 (for older
   runtimes) go through the TorchScript exporter, whose trace freezes the image size; 16
   is the floor because DTM sampling needs ``GridSample``, which first appears there.
+  torch releases before 2.7 also take that path at every opset (their ``torch.export``-based
+  exporter cannot convert LIT at a symbolic size), and ``litvit export`` says so.
   Every ONNX file is checked with ``onnx.checker`` and run in ONNX Runtime on CPU against
   PyTorch for several batch sizes (and image sizes, where dynamic) before it is moved
   into place.
 * ``exported-program`` -- a ``torch.export`` program saved with :func:`torch.export.save`
-  (``.pt2``); load it with :func:`torch.export.load` and call ``.module()``.
+  (``.pt2``); load it with :func:`torch.export.load` and call ``.module()``. Its image size
+  is dynamic from torch 2.5 on (fixed on torch 2.4).
 
 The exported graphs take the normalised ``B x 3 x H x W`` float32 batch the model takes;
 resizing and mean/std normalisation stay outside (the values are stored in the ONNX
@@ -25,6 +28,7 @@ import argparse
 import ast
 import contextlib
 import importlib
+import inspect
 import os
 import tempfile
 import warnings
@@ -47,6 +51,7 @@ __all__ = [
     "ExportError",
     "ExportResult",
     "require_onnx",
+    "dynamic_size_supported",
     "export_program",
     "export_onnx",
     "verify_onnx",
@@ -64,6 +69,10 @@ EXPORT_FORMATS = ("onnx", "exported-program")
 DEFAULT_OPSET = 18
 # GridSample, which DTM sampling becomes, first appears in opset 16.
 MIN_OPSET = 16
+# The oldest torch that exports LIT with a symbolic image size, per format. torch 2.4's shape
+# solver runs for many minutes on the DTM sampling grid; the ONNX exporters of torch 2.5 and 2.6
+# fail on the DTM BatchNorm and on the resize of the position table at a symbolic size.
+DYNAMIC_SIZE_TORCH = {"exported-program": (2, 5), "onnx": (2, 7)}
 DEFAULT_ATOL = 1e-4
 DEFAULT_BATCH_SIZES = (1, 2, 4)
 _EXAMPLE_BATCH = 2  # torch.export specialises dimensions whose example size is 0 or 1
@@ -86,6 +95,22 @@ def require_onnx(need_exporter: bool = True) -> None:
         raise MissingExtraError(
             f"ONNX export needs {', '.join(missing)} (not installed); install the extra: pip install 'litvit[export]'"
         )
+
+
+def dynamic_size_supported(format: str = "onnx") -> bool:
+    """Whether the installed torch can export ``format`` with a dynamic image size (older
+    releases export a fixed one; see ``DYNAMIC_SIZE_TORCH``)."""
+    return torch.__version__ >= DYNAMIC_SIZE_TORCH[format]
+
+
+def _dynamic_onnx(opset: int) -> bool:
+    """Whether an ONNX export at ``opset`` goes through the dynamic-size exporter."""
+    return opset >= DEFAULT_OPSET and dynamic_size_supported("onnx")
+
+
+def _fixed_size_reason(format: str) -> str:
+    needed = ".".join(map(str, DYNAMIC_SIZE_TORCH[format]))
+    return f"a dynamic image size in {format} needs torch >= {needed} (installed: {torch.__version__})"
 
 
 @contextlib.contextmanager
@@ -144,6 +169,8 @@ def export_program(
         raise ExportError(f"the example input must be B x C x H x W, got shape {tuple(example.shape)}")
     if dynamic_batch and example.shape[0] < 2:
         raise ExportError("a dynamic batch needs an example batch of at least 2")
+    if dynamic_size and not dynamic_size_supported("exported-program"):
+        raise ExportError(_fixed_size_reason("exported-program") + "; export with dynamic_size=False")
     divisor = size_divisor or _size_divisor(model)
     spec: Dict[int, Any] = {}
     if dynamic_batch:
@@ -219,18 +246,19 @@ def export_onnx(
     """Write ``model`` as ONNX to ``path`` (not verified; see :func:`verify_onnx`).
 
     Opset >= 18 uses the ``torch.export``-based exporter (dynamic batch, height and width;
-    ``program`` may pass an already exported :func:`export_program` result); opsets 16-17
-    the TorchScript exporter (dynamic batch, image size fixed to the example's).
+    ``program`` may pass an already exported :func:`export_program` result); opsets 16-17,
+    and every opset on torch releases older than ``DYNAMIC_SIZE_TORCH["onnx"]``, the
+    TorchScript exporter (dynamic batch, image size fixed to the example's).
     Returns the path and whether the image size is dynamic.
     """
-    require_onnx(need_exporter=opset >= DEFAULT_OPSET)
+    dynamic_size = _dynamic_onnx(opset)
+    require_onnx(need_exporter=dynamic_size)
 
     if opset < MIN_OPSET:
         raise ExportError(
             f"opset {opset} is too old: DTM sampling needs GridSample (opset {MIN_OPSET} or newer)"
         )
     path = Path(path)
-    dynamic_size = opset >= DEFAULT_OPSET
     with warnings.catch_warnings():
         # Tracer and deprecation chatter is about the exporters, not the user's model.
         warnings.simplefilter("ignore")
@@ -258,15 +286,17 @@ def export_onnx(
             tmp = _tmp_beside(path, ".onnx")
             try:
                 with _export_mode(model), torch.no_grad():
+                    # Newer torch defaults to the dynamo exporter; torch 2.4 has no such switch.
+                    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
                     torch.onnx.export(
                         model,
                         (example,),
                         str(tmp),
-                        dynamo=False,
                         opset_version=opset,
                         input_names=list(input_names),
                         output_names=list(output_names),
                         dynamic_axes=axes,
+                        **legacy,
                     )
             except BaseException:
                 tmp.unlink(missing_ok=True)
@@ -428,7 +458,7 @@ def export_model(
     example = torch.randn(_EXAMPLE_BATCH, in_chans, height, width, generator=torch.Generator().manual_seed(0))
 
     if format == "onnx":
-        require_onnx(need_exporter=opset >= DEFAULT_OPSET)
+        require_onnx(need_exporter=_dynamic_onnx(opset))
         tmp = _tmp_beside(out, ".onnx")
         try:
             _, dynamic_size = export_onnx(
@@ -444,15 +474,16 @@ def export_model(
             tmp.unlink(missing_ok=True)
         return result
 
+    dynamic_size = dynamic_size_supported("exported-program")
     if program is None:
-        program = export_program(model, example, size_divisor=divisor)
-    result = ExportResult(out, format, None, True, True, atol=atol if verify else None)
+        program = export_program(model, example, size_divisor=divisor, dynamic_size=dynamic_size)
+    result = ExportResult(out, format, None, True, dynamic_size, atol=atol if verify else None)
     tmp = _tmp_beside(out, ".pt2")
     try:
         torch.export.save(program, str(tmp))
         if verify:
             # Check what was written, not the in-memory program.
-            sizes = [(height, width), _second_size(height, width, divisor)]
+            sizes = [(height, width)] + ([_second_size(height, width, divisor)] if dynamic_size else [])
             result.checks = verify_program(str(tmp), model, example, batch_sizes, sizes)
             _raise_if_off(result, atol)
         _publish(tmp, out)
@@ -484,7 +515,7 @@ def onnxruntime_runner(
     ``threads`` sets ONNX Runtime's intra-op threads (default: torch's thread count, so a
     comparison with PyTorch on CPU uses the same cores). Used by ``litvit benchmark``.
     """
-    require_onnx(need_exporter=opset >= DEFAULT_OPSET)
+    require_onnx(need_exporter=_dynamic_onnx(opset))
     import onnxruntime as ort
 
     example = example.detach().float().cpu().contiguous()
@@ -688,7 +719,7 @@ def run(args: argparse.Namespace) -> int:
         raise ExportError(f"--img-size takes one or two values, got {len(args.img_size)}")
     if args.format == "onnx":
         # Before building the model: a missing extra should fail fast.
-        require_onnx(need_exporter=args.opset >= DEFAULT_OPSET)
+        require_onnx(need_exporter=_dynamic_onnx(args.opset))
     img_size = tuple(args.img_size) if len(args.img_size) == 2 else args.img_size[0]
     model_kwargs = dict(args.model_kwargs)
     num_classes = args.num_classes
@@ -715,6 +746,8 @@ def run(args: argparse.Namespace) -> int:
     )
     dims = "batch, height and width" if result.dynamic_size else "batch (image size fixed)"
     print(f"wrote {result.path} ({result.path.stat().st_size / 2**20:.1f} MiB; dynamic {dims})")
+    if not result.dynamic_size and (args.format != "onnx" or args.opset >= DEFAULT_OPSET):
+        print(f"note: {_fixed_size_reason(args.format)}")
     if result.checks:
         runtime = "ONNX Runtime (CPU)" if args.format == "onnx" else "the saved program"
         for check in result.checks:

@@ -14,7 +14,7 @@ import torch
 import litvit  # noqa: F401
 from litvit.cli import main
 from litvit.errors import MissingExtraError
-from litvit.export import DEFAULT_OPSET, ExportError, export_model, require_onnx
+from litvit.export import DEFAULT_OPSET, ExportError, dynamic_size_supported, export_model, require_onnx
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -23,6 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = dict(embed_dims=(16, 32, 40, 64), depths=(1, 1, 1, 1), num_heads=(1, 2, 5, 8), img_size=64)
 TINY_MODEL = {k: v for k, v in TINY.items() if k != "img_size"}  # the benchmark passes img_size itself
 STANDARD_DOMAINS = {"", "ai.onnx"}
+needs_dynamic_onnx = pytest.mark.skipif(
+    not dynamic_size_supported("onnx"), reason="a dynamic image size in ONNX needs a newer torch"
+)
+needs_dynamic_program = pytest.mark.skipif(
+    not dynamic_size_supported("exported-program"), reason="a dynamic image size in torch.export needs torch >= 2.5"
+)
 
 
 def tiny_model(name: str, num_classes: int = 7) -> torch.nn.Module:
@@ -69,6 +75,7 @@ def check_standard_onnx(proto, opset):
     assert {n.domain for n in proto.graph.node} <= STANDARD_DOMAINS and not proto.functions
 
 
+@needs_dynamic_onnx
 @pytest.mark.parametrize("name", ["lit_ti", "lit_s"])
 def test_onnx_dynamic_batch_and_size_match_pytorch(name, exported, tmp_path):
     model, program = exported(name)
@@ -87,6 +94,7 @@ def test_onnx_dynamic_batch_and_size_match_pytorch(name, exported, tmp_path):
     np.testing.assert_allclose(run_onnx(out, x), want, atol=1e-4, rtol=0)
 
 
+@needs_dynamic_onnx
 def test_segmentation_onnx_dynamic_size(tmp_path):
     from litvit.segmentation import semantic_fpn_lit
 
@@ -118,6 +126,33 @@ def test_opset16_uses_fixed_image_size(tmp_path):
     assert meta["litvit.dynamic_image_size"] == "false" and meta["litvit.image_size"] == "64x64"
 
 
+def test_older_torch_exports_a_fixed_size_and_says_so(tmp_path, monkeypatch, capsys):
+    # Runs the fallback on any torch by pretending the floors are above the installed release.
+    import litvit.export as export
+
+    monkeypatch.setattr(export, "DYNAMIC_SIZE_TORCH", {"onnx": (99, 0), "exported-program": (99, 0)})
+    model = tiny_model("lit_ti")
+    with pytest.raises(ExportError, match=r"needs torch >= 99\.0"):
+        export.export_program(model, torch.randn(2, 3, 64, 64))
+    result = export_model(model, tmp_path / "m.pt2", format="exported-program", img_size=64, batch_sizes=(1, 3))
+    assert not result.dynamic_size and {c["shape"] for c in result.checks} == {(1, 3, 64, 64), (3, 3, 64, 64)}
+
+    ckpt = tmp_path / "tiny.pth"
+    torch.save(model.state_dict(), ckpt)
+    code = main([
+        "export", "--model", "lit_ti", "--checkpoint", str(ckpt), "--out", str(tmp_path / "m.onnx"),
+        "--img-size", "64", "--verify-batch-sizes", "1,2", "--model-kwargs", "embed_dims=(16,32,40,64)",
+        "depths=(1,1,1,1)", "img_size=64", "num_classes=7",
+    ])
+    printed = capsys.readouterr().out
+    assert code == 0 and "dynamic batch (image size fixed)" in printed
+    assert "note: a dynamic image size in onnx needs torch >= 99.0" in printed
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    check_standard_onnx(proto, DEFAULT_OPSET)  # the opset asked for, from the TorchScript exporter
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["litvit.dynamic_image_size"] == "false" and meta["litvit.image_size"] == "64x64"
+
+
 def test_opset_below_gridsample_is_refused(tmp_path):
     with pytest.raises(ExportError, match="GridSample"):
         export_model(tiny_model("lit_s"), tmp_path / "m.onnx", img_size=64, opset=15)
@@ -133,6 +168,7 @@ def test_failed_verification_writes_nothing(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())  # neither the file nor a temporary
 
 
+@needs_dynamic_program
 @pytest.mark.parametrize("name", ["lit_s"])  # LIT-Ti's program is the one checked through ONNX above
 def test_exported_program_matches_pytorch(name, exported, tmp_path):
     model, program = exported(name)
@@ -221,15 +257,28 @@ def test_detector_dense_outputs_export(arch, tmp_path):
         np.testing.assert_allclose(g, w.numpy(), atol=1e-4, rtol=0)
 
 
-def test_export_refuses_an_example_that_fixes_a_dynamic_size():
-    # At 64 px RetinaNet's P7 is 1x1 and torch.export silently narrows the width to the example's.
+@needs_dynamic_program
+def test_an_example_that_could_fix_a_size_is_refused_or_exported_dynamic():
+    # At 64 px RetinaNet's P7 is 1x1, and some torch releases (2.5, and 2.15 here) then narrow
+    # the width to the example's without an error; others keep it symbolic. litvit must refuse
+    # the narrowed program and never hand it out.
     from litvit.detection.models import retinanet_lit
     from litvit.export import DetectorDenseOutputs, export_program
 
     torch.manual_seed(0)
     detector = retinanet_lit("lit_ti", 3, fpn_channels=8, head_convs=1, backbone_kwargs=dict(TINY))
-    with pytest.raises(ExportError, match="larger example image"):
-        export_program(DetectorDenseOutputs(detector.eval()), torch.randn(2, 3, 64, 64))
+    model = DetectorDenseOutputs(detector.eval())
+    try:
+        program = export_program(model, torch.randn(2, 3, 64, 64))
+    except ExportError as error:
+        assert "larger example image" in str(error)
+        return
+    x = torch.randn(1, 3, 128, 96)
+    with torch.no_grad():
+        got, want = program.module()(x), model(x)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=0)
 
 
 def test_benchmark_measures_onnxruntime_beside_eager(monkeypatch):
@@ -259,7 +308,8 @@ def test_benchmark_measures_onnxruntime_beside_eager(monkeypatch):
 
 def test_is_exporting_is_true_only_under_torch_export():
     # litvit keeps its own helper (timm has one only from 1.0.30 on); shape-specialised fast
-    # paths rely on it to step aside while torch.export traces.
+    # paths rely on it to step aside while torch.export traces. torch < 2.6 has no export-only
+    # flag, and there it is true under torch.compile as well.
     from litvit.ops.capture import is_exporting
 
     class ExportMarker(torch.nn.Module):
