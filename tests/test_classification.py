@@ -28,7 +28,8 @@ from litvit.classification.data import ImageFolderDataset, scan_image_folder, to
 from litvit.classification.inference import evaluate_checkpoint, load_classifier, predict_images
 from litvit.classification.train import train
 from litvit.engine import CheckpointManager, read_metrics
-from litvit.errors import DataError, TrainingError
+from litvit.engine.amp import resolve_amp
+from litvit.errors import DataError, LitvitError, TrainingError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -360,6 +361,28 @@ def test_kill_after_first_checkpoint_and_resume_gives_identical_weights(shapes, 
         assert torch.equal(resumed[name], reference[name]), name
     # The resumed run's log has each epoch once.
     assert [r["epoch"] for r in read_metrics(killed) if r.get("kind") == "epoch"] == [1, 2, 3]
+
+
+def test_fp16_trains_with_a_loss_scaler_that_is_checkpointed_and_resumed(shapes, tmp_path):
+    """The float16 path (the released detection/segmentation runs used it on GPUs) on the CPU."""
+    out = tmp_path / "fp16"
+    train(_cfg(shapes, out, epochs=1, amp="fp16"))
+    first = out / "checkpoint-epoch0001.pth"
+    state = read_checkpoint(first)
+    scaler = state["scaler"]
+    assert 0 < scaler["scale"] <= 2.0**16 and math.log2(scaler["scale"]).is_integer()
+    assert 0 < scaler["_growth_tracker"] <= 6  # steps since the last overflow, of 6
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+    # A scaler one good step from growing: if resume restores it, it doubles once (to 2048) and
+    # can only shrink from there; a fresh scaler would start at 65536.
+    state["scaler"].update(scale=1024.0, _growth_tracker=1999)
+    torch.save(state, first)
+    train(_cfg(shapes, out, epochs=2, amp="fp16", resume="auto"))
+    assert read_checkpoint(out / "checkpoint-epoch0002.pth")["scaler"]["scale"] <= 2048.0
+
+    with pytest.raises(LitvitError, match="unknown --amp 'fp8'"):
+        resolve_amp("fp8", torch.device("cpu"))
 
 
 def test_resume_auto_skips_a_corrupt_newest_checkpoint(tmp_path):

@@ -19,7 +19,6 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "build_mixup_and_loss",
-    "amp_dtype_for",
 ]
 
 
@@ -192,20 +191,3 @@ def build_mixup_and_loss(cfg: TrainConfig, num_classes: int):
     if cfg.smoothing > 0:
         return None, LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
     return None, nn.CrossEntropyLoss()
-
-
-def amp_dtype_for(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype for ``amp`` on ``device`` ('auto': bf16 on CUDA when supported)."""
-    if amp == "none":
-        return None
-    if amp == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise LitvitError("--amp fp16 needs a CUDA device (use bf16 or none on the CPU)")
-        return torch.float16
-    if amp == "bf16":
-        return torch.bfloat16
-    raise LitvitError(f"unknown --amp {amp!r}")

@@ -24,6 +24,7 @@ examples:
 
 
 def add_parser(subparsers: Any) -> None:
+    from ..engine.amp import AMP_CHOICES
     from ..engine.config import add_config_arguments
     from .config import TrainConfig
 
@@ -54,7 +55,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=100, help="images per batch per process")
     p.add_argument("--workers", type=int, default=4, help="loader worker processes")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: GPU if available)")
-    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "none"), help="autocast dtype")
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES,
+                   help="autocast dtype: auto (bf16 on CUDA, fp16 on GPUs without bf16, none on CPU), bf16, fp16, none")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a litvit checkpoint")
     p.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from ..engine.amp import AMP_CHOICES
 from ..engine.config import build_config
 from ..engine.config import setting
 
@@ -80,8 +81,8 @@ class TrainConfig:
     model_ema_decay: float = setting(0.99996, "EMA decay per optimiser step")
     # hardware
     device: str = setting("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
-    amp: str = setting("auto", "autocast dtype: 'auto' (bf16 on CUDA if supported, else none), 'bf16', 'fp16', 'none'",
-                  choices=("auto", "bf16", "fp16", "none"))
+    amp: str = setting("auto", "autocast dtype: 'auto' (bf16 on CUDA, fp16 on GPUs without bf16, none on CPU), "
+                  "'bf16', 'fp16' (with a loss scaler), 'none'", choices=AMP_CHOICES)
     grad_checkpointing: bool = setting(False, "recompute activations in backward to save memory")
     compile: bool = setting(False, "torch.compile the model")
     channels_last: bool = setting(False, "channels-last memory format (helps convolutions on recent GPUs)")

@@ -9,17 +9,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..engine.amp import autocast, grad_scaler
 from ..engine.distributed import all_reduce_sum, unwrap_model
 from ..engine.guards import check_finite
 from ..engine.logging import progress
 
-__all__ = ["train_one_epoch", "evaluate", "autocast_context"]
-
-
-def autocast_context(device: torch.device, amp_dtype: Optional[torch.dtype]):
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+__all__ = ["train_one_epoch", "evaluate"]
 
 
 def _to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device, channels_last: bool):
@@ -61,6 +56,8 @@ def train_one_epoch(
     Returns the mean training loss, the last learning rate, the step count reached, and the
     number of unreadable images that were skipped (all summed/averaged over processes).
     """
+    if scaler is None:
+        scaler = grad_scaler(None, device)  # a pass-through
     model.train()
     is_ddp = isinstance(model, nn.parallel.DistributedDataParallel) or isinstance(
         getattr(model, "_orig_mod", None), nn.parallel.DistributedDataParallel
@@ -83,26 +80,18 @@ def train_one_epoch(
             last_micro = micro == accum_steps - 1
             sync = ddp.no_sync() if (is_ddp and not last_micro) else contextlib.nullcontext()
             with sync:
-                with autocast_context(device, amp_dtype):
+                with autocast(device, amp_dtype):
                     output = model(images)
                     loss = loss_fn(output, targets)
                 check_finite(loss, f"epoch {epoch + 1}, step {step_in_epoch + 1} (global step {global_step + 1})")
-                scaled = loss / accum_steps
-                if scaler is not None:
-                    scaler.scale(scaled).backward()
-                else:
-                    scaled.backward()
+                scaler.scale(loss / accum_steps).backward()
             loss_sum += loss.detach().double() * images.shape[0]
             seen += images.shape[0]
-        if scaler is not None and clip_grad:
-            scaler.unscale_(optimizer)
         if clip_grad:
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         global_step += 1
         if model_ema is not None:
@@ -145,7 +134,7 @@ def evaluate(
         sums[4] += (~valid).sum()
         if not valid.any():
             continue
-        with autocast_context(device, amp_dtype):
+        with autocast(device, amp_dtype):
             output = model(images[valid])
         output = output.float()
         targets = targets[valid]

@@ -12,13 +12,13 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from ..checkpoint import extract_state_dict, load_model_weights, read_checkpoint
+from ..engine.amp import autocast, resolve_amp
 from ..engine.distributed import cleanup, init_distributed
 from ..engine.samplers import EvalDistributedSampler
 from ..errors import CheckpointError, DataError
-from .build import amp_dtype_for
 from .config import TrainConfig
 from .data import ImageFolderDataset, build_transforms, collate_with_flags, load_image, scan_image_folder
-from .engine import autocast_context, evaluate
+from .engine import evaluate
 
 __all__ = ["LoadedClassifier", "load_classifier", "evaluate_checkpoint", "predict_images", "imagenet_class_names"]
 
@@ -137,7 +137,7 @@ def evaluate_checkpoint(
             pin_memory=ctx.device.type == "cuda",
         )
         net = loaded.model.to(ctx.device)
-        stats = evaluate(net, loader, ctx.device, amp_dtype_for(amp, ctx.device), progress_kwargs=progress_kwargs)
+        stats = evaluate(net, loader, ctx.device, resolve_amp(amp, ctx.device), progress_kwargs=progress_kwargs)
         stats.update(checkpoint=str(checkpoint), model=loaded.cfg.model, split=str(Path(data_dir) / split),
                      img_size=loaded.cfg.img_size, world_size=ctx.world_size)
         return stats
@@ -181,7 +181,7 @@ def predict_images(
             except Exception as err:
                 raise DataError(f"cannot read image {p}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
         x = torch.stack(batch).to(dev)
-        with autocast_context(dev, amp_dtype_for("auto", dev)):
+        with autocast(dev, resolve_amp("auto", dev)):
             logits = net(x)
         probs = logits.float().softmax(dim=1)
         top = probs.topk(k, dim=1)

@@ -24,10 +24,10 @@ from ..engine import (
     restore_rng_state,
     unwrap_model,
 )
+from ..engine.amp import grad_scaler, resolve_amp
 from ..engine.config import config_to_dict, dump_config
 from ..errors import CheckpointError, DataError, LitvitError
 from .build import (
-    amp_dtype_for,
     build_mixup_and_loss,
     build_model,
     build_optimizer,
@@ -173,8 +173,8 @@ def _train(cfg: TrainConfig, ctx) -> Dict[str, Any]:
     lrs = resolve_lr(cfg, global_batch)
     optimizer = build_optimizer(model, cfg, lrs.lr)
     scheduler = build_scheduler(optimizer, cfg, lrs, steps_per_epoch)
-    amp_dtype = amp_dtype_for(cfg.amp, device)
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    amp_dtype = resolve_amp(cfg.amp, device)
+    scaler = grad_scaler(amp_dtype, device)
     mixup_fn, train_loss_fn = build_mixup_and_loss(cfg, num_classes)
     model_ema = None
     if cfg.model_ema:
@@ -190,7 +190,7 @@ def _train(cfg: TrainConfig, ctx) -> Dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         # The schedule is a function of the step and the configuration, so it is rebuilt rather
         # than restored: a resumed run may extend --epochs or change the learning rate.
-        if scaler is not None and state.get("scaler"):
+        if state.get("scaler"):  # empty unless the run trained in float16
             scaler.load_state_dict(state["scaler"])
         if model_ema is not None:
             if state.get("model_ema"):
@@ -250,7 +250,7 @@ def _train(cfg: TrainConfig, ctx) -> Dict[str, Any]:
             "model_ema": model_ema.module.state_dict() if model_ema is not None else None,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
+            "scaler": scaler.state_dict(),
             "epoch": epoch,
             "step_in_epoch": step_in_epoch,
             "step": step,

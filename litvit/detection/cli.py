@@ -14,6 +14,7 @@ __all__ = ["add_parser"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from ..engine.amp import AMP_CHOICES
     from ..engine.config import add_config_arguments
     from .config import DetectTrainConfig
 
@@ -46,7 +47,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--batch-size", type=int, default=2, help="images per process")
     ev.add_argument("--workers", type=int, default=2)
     ev.add_argument("--device", default="auto")
-    ev.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "none"))
+    ev.add_argument("--amp", default="auto", choices=AMP_CHOICES,
+                    help="autocast dtype: auto (fp16 on CUDA, as the released runs; none on CPU), bf16, fp16, none")
     ev.add_argument("--min-size", type=int, default=None, help="override the training resize (shorter side)")
     ev.add_argument("--max-size", type=int, default=None, help="override the training resize (longer side limit)")
     ev.add_argument("--skip-missing-images", action="store_true", help="leave out (and count) missing image files")
@@ -88,10 +90,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    import torch
+
     from ..engine import cleanup, get_logger, init_distributed, is_main_process, all_gather_object
+    from ..engine.amp import resolve_amp
     from ..errors import DataError
     from .data import CocoDetectionDataset, coco_split_paths, eval_transforms
-    from .engine import detector_from_checkpoint, resolve_amp, save_atomic_json
+    from .engine import detector_from_checkpoint, save_atomic_json
     from .evaluate import coco_evaluate, has_masks, run_inference
 
     if args.images or args.ann:
@@ -114,7 +119,7 @@ def _eval(args: argparse.Namespace) -> int:
         if categories is not None and list(categories) != dataset.cat_ids:
             raise DataError(f"the categories of {ann} differ from those the checkpoint was trained on")
         get_logger("litvit.detection").info(f"evaluating {args.checkpoint} on {len(dataset)} images of {ann}")
-        results = run_inference(model, dataset, ctx.device, args.batch_size, args.workers, resolve_amp(args.amp, ctx.device))
+        results = run_inference(model, dataset, ctx.device, args.batch_size, args.workers, resolve_amp(args.amp, ctx.device, auto_cuda=torch.float16))
         gathered = all_gather_object(results)
         if is_main_process():
             merged = [r for part in gathered for r in part]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from ..engine.amp import AMP_CHOICES
 from ..engine.config import build_config
 from ..engine.config import setting
 
@@ -59,7 +60,7 @@ class DetectTrainConfig:
     # hardware
     device: str = setting("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
     amp: str = setting("auto", "autocast dtype: 'auto' (fp16 on CUDA as released, none on CPU), 'bf16', 'fp16', 'none'",
-                  choices=("auto", "bf16", "fp16", "none"))
+                  choices=AMP_CHOICES)
     workers: int = setting(2, "data-loader worker processes per training process")
     threads: Optional[int] = setting(None, "CPU threads for torch (default: torch's choice)")
     # bookkeeping

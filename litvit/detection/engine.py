@@ -32,6 +32,7 @@ from ..engine import (
     restore_rng_state,
     unwrap_model,
 )
+from ..engine.amp import autocast, grad_scaler, resolve_amp
 from ..engine.config import config_to_dict, dump_config
 from ..errors import CheckpointError, DataError
 from .config import DetectTrainConfig
@@ -45,22 +46,12 @@ __all__ = [
     "lr_factor",
     "resolve_splits",
     "detector_from_checkpoint",
-    "resolve_amp",
 ]
 
 logger = get_logger("litvit.detection")
 
 
 # ---------------------------------------------------------------------- pieces
-def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    """Autocast dtype: the released runs used fp16 mixed precision on GPUs; none on the CPU."""
-    if amp == "none" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    return torch.float16
-
-
 def param_groups(
     model: nn.Module, lr: float, weight_decay: float, offset_lr_scale: float = 0.01
 ) -> List[Dict[str, Any]]:
@@ -239,8 +230,8 @@ def _train(cfg: DetectTrainConfig, ctx) -> Dict[str, Any]:
         optimizer,
         lambda step: lr_factor(step, steps_per_epoch, cfg.warmup_iters, cfg.warmup_ratio, tuple(cfg.lr_steps), cfg.lr_gamma),
     )
-    amp_dtype = resolve_amp(cfg.amp, device)
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    amp_dtype = resolve_amp(cfg.amp, device, auto_cuda=torch.float16)  # fp16 as released
+    scaler = grad_scaler(amp_dtype, device)
 
     ckpt = CheckpointManager(run_dir, keep_last=cfg.keep_last, is_main=ctx.is_main)
     metrics_log = MetricsLogger(run_dir)
@@ -250,7 +241,7 @@ def _train(cfg: DetectTrainConfig, ctx) -> Dict[str, Any]:
         load_model_weights(model, extract_state_dict(state), source=f"checkpoint {ckpt.resumed_from}")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
+        if state.get("scaler"):  # empty unless the run trained in float16
             scaler.load_state_dict(state["scaler"])
         start_epoch, skip_steps = int(state["epoch"]), int(state.get("step_in_epoch", 0))
         best_ap = float(state.get("best_ap", -1.0))
@@ -280,7 +271,7 @@ def _train(cfg: DetectTrainConfig, ctx) -> Dict[str, Any]:
                 "model": unwrap_model(model).state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
+                "scaler": scaler.state_dict(),
                 "epoch": epoch,
                 "step_in_epoch": step_in_epoch,
                 "global_step": epoch * steps_per_epoch + step_in_epoch,
@@ -307,24 +298,17 @@ def _train(cfg: DetectTrainConfig, ctx) -> Dict[str, Any]:
             global_step = epoch * steps_per_epoch + step_in_epoch
             images = [img.to(device, non_blocking=True) for img in images]
             targets = [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with autocast(device, amp_dtype):
                 losses = model(images, targets)
             loss = sum(losses.values())
             check_finite(loss, f"epoch {epoch + 1}, step {step_in_epoch} (global step {global_step})")
             optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                if cfg.clip_grad:
-                    scaler.unscale_(optimizer)
-            else:
-                loss.backward()
+            scaler.scale(loss).backward()
             if cfg.clip_grad:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float()

@@ -19,6 +19,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from ..engine import EvalDistributedSampler, all_gather_object, is_main_process, progress, unwrap_model
+from ..engine.amp import autocast
 from .data import CocoDetectionDataset, collate_detection
 
 __all__ = [
@@ -151,7 +152,7 @@ def run_inference(
     results: List[Dict[str, Any]] = []
     for images, targets in progress(loader, desc=desc):
         images = [img.to(device, non_blocking=True) for img in images]
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             outputs = core(images)
         results.extend(
             outputs_to_coco(outputs, [t["image_id"] for t in targets], dataset.cat_ids, core.label_offset)

@@ -74,6 +74,8 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def _add_inference_args(p: argparse.ArgumentParser) -> None:
+    from ..engine.amp import AMP_CHOICES
+
     p.add_argument("--mode", choices=("whole", "slide"), default="whole",
                    help="whole-image (default) or sliding-window inference")
     p.add_argument("--flip", action="store_true", help="average with the mirrored image")
@@ -82,6 +84,8 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slide-crop", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
     p.add_argument("--slide-stride", type=int, nargs=2, default=(341, 341), metavar=("H", "W"))
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: GPU if available)")
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES,
+                   help="autocast dtype: auto (fp16 on CUDA, as the released runs; none on CPU), bf16, fp16, none")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -112,6 +116,7 @@ def run_eval(args: argparse.Namespace) -> int:
     import torch
 
     from ..engine import cleanup, get_logger, init_distributed
+    from ..engine.amp import resolve_amp
     from .engine import DatasetInfo, build_dataset, evaluate, load_trained_model
     from .metrics import format_metrics
     from .transforms import EvalPreset
@@ -123,7 +128,7 @@ def run_eval(args: argparse.Namespace) -> int:
         info = DatasetInfo(ds["num_classes"], ds["reduce_zero_label"], ds["ignore_index"], list(ds["class_names"]))
         dataset = build_dataset(args.data_dir, args.split, info, EvalPreset(_test_scale(args, meta)), args.bad_data,
                                 args.image_dirname, args.label_dirname)
-        amp = torch.float16 if ctx.device.type == "cuda" else None
+        amp = resolve_amp(args.amp, ctx.device, auto_cuda=torch.float16)
         result = evaluate(model, dataset, ctx.device, args.mode, args.flip, args.slide_crop, args.slide_stride,
                           args.batch_size, args.workers, amp)
         if ctx.is_main:
@@ -189,6 +194,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from torchvision.utils import draw_segmentation_masks
 
     from ..engine import get_logger
+    from ..engine.amp import autocast, resolve_amp
     from ..engine.distributed import resolve_device
     from ..errors import DataError
     from .data import collate_eval
@@ -197,6 +203,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from .transforms import EvalPreset
 
     device = resolve_device(args.device)
+    amp_dtype = resolve_amp(args.amp, device, auto_cuda=torch.float16)
     model, meta = load_trained_model(args.checkpoint, device)
     num_classes = meta["dataset"]["num_classes"]
     names = meta["dataset"].get("class_names") or [str(i) for i in range(num_classes)]
@@ -214,8 +221,9 @@ def run_predict(args: argparse.Namespace) -> int:
             raise DataError(f"cannot read image {path}: {err}") from None
         image = tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1))
         batch = collate_eval([preset(image)])
-        scores = predict_logits(model, batch["images"].to(device), num_classes, args.mode, args.flip,
-                                args.slide_crop, args.slide_stride)
+        with autocast(device, amp_dtype):
+            scores = predict_logits(model, batch["images"].to(device), num_classes, args.mode, args.flip,
+                                    args.slide_crop, args.slide_stride)
         labels = logits_to_labels(scores.float(), batch["sizes"], [tuple(image.shape[-2:])])[0].cpu()
         mask = Image.fromarray(labels.numpy().astype(np.uint8), mode="P")
         mask.putpalette(flat_palette + [0] * (768 - len(flat_palette)))

@@ -35,6 +35,7 @@ from ..engine import (
     restore_rng_state,
     unwrap_model,
 )
+from ..engine.amp import AMP_CHOICES, autocast, grad_scaler, resolve_amp
 from ..engine.config import config_to_dict
 from ..engine.config import setting
 from ..errors import CheckpointError, DataError, LitvitError
@@ -99,8 +100,8 @@ class SegTrainConfig:
     offset_lr_mult: float = setting(0.01, "learning-rate factor of the DTM offset convolutions")
     clip_grad: Optional[float] = setting(None, "clip the gradient norm to this value")
     class_weights: Optional[Tuple[float, ...]] = setting(None, "cross-entropy weight per class (default: all 1, as released)")
-    amp: str = setting("auto", "mixed precision: auto (fp16 on CUDA, off on CPU), fp16, bf16, off",
-                  choices=("auto", "fp16", "bf16", "off"))
+    amp: str = setting("auto", "autocast dtype: 'auto' (fp16 on CUDA as released, none on CPU), 'bf16', "
+                  "'fp16' (with a loss scaler), 'none'", choices=AMP_CHOICES)
     # augmentation
     crop_size: Tuple[int, ...] = setting((512, 512), "training crop (height width)")
     scale: Tuple[int, ...] = setting((2048, 512), "keep-ratio rescale target (long short) before the random ratio")
@@ -197,12 +198,6 @@ def segmentation_loss(
     return F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=ignore_index)
 
 
-def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    if amp == "auto":
-        return torch.float16 if device.type == "cuda" else None
-    return {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[amp]
-
-
 def _model_kwargs(cfg: SegTrainConfig, num_classes: int) -> Dict[str, Any]:
     kwargs: Dict[str, Any] = dict(
         fpn_channels=cfg.fpn_channels, head_channels=cfg.head_channels, dropout=cfg.dropout,
@@ -248,7 +243,7 @@ def evaluate(
     confusion = ConfusionMatrix(dataset.num_classes, device=device)
     for batch in progress(loader, total=len(loader), desc=desc):
         images = batch["images"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             scores = predict_logits(model, images, dataset.num_classes, mode, flip, crop_size, stride)
         preds = logits_to_labels(scores.float(), batch["sizes"], [tuple(l.shape) for l in batch["labels"]])
         for pred, label in zip(preds, batch["labels"]):
@@ -289,7 +284,7 @@ def train(cfg: SegTrainConfig) -> Dict[str, Any]:
     np.random.seed(cfg.seed + ctx.rank)
     random.seed(cfg.seed + ctx.rank)
     info = resolve_dataset(cfg)
-    amp_dtype = _amp_dtype(cfg.amp, device)
+    amp_dtype = resolve_amp(cfg.amp, device, auto_cuda=torch.float16)  # fp16 as released
 
     train_tf = build_train_transforms(
         cfg.crop_size, cfg.scale, tuple(cfg.ratio_range) if cfg.ratio_range else None, cfg.cat_max_ratio,
@@ -324,7 +319,7 @@ def train(cfg: SegTrainConfig) -> Dict[str, Any]:
     metrics_log = MetricsLogger(run_dir)
     optimizer = torch.optim.AdamW(build_param_groups(model, cfg.lr, cfg.weight_decay, cfg.offset_lr_mult),
                                   lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    scaler = grad_scaler(amp_dtype, device)
     from timm.scheduler import PolyLRScheduler
 
     scheduler = PolyLRScheduler(optimizer, t_initial=cfg.iterations, power=cfg.poly_power, lr_min=cfg.lr_min,
@@ -334,7 +329,7 @@ def train(cfg: SegTrainConfig) -> Dict[str, Any]:
     if state is not None:
         load_model_weights(model, state["model"], source=f"checkpoint {manager.resumed_from}")
         optimizer.load_state_dict(state["optimizer"])
-        if "scaler" in state:
+        if state.get("scaler"):  # empty unless the run trained in float16
             scaler.load_state_dict(state["scaler"])
         start, best = int(state["iteration"]), float(state.get("best_miou", -1.0))
         if "rng" in state:
@@ -360,7 +355,7 @@ def train(cfg: SegTrainConfig) -> Dict[str, Any]:
         "%.1fM parameters, device %s, amp %s",
         cfg.model, info.num_classes, len(train_set), len(val_set) if val_set else 0, cfg.iterations,
         sampler.global_batch_size, cfg.batch_size, sum(p.numel() for p in model.parameters()) / 1e6, device,
-        amp_dtype or "off",
+        amp_dtype or "none",
     )
 
     def run_eval(iteration: int) -> Optional[Dict[str, Any]]:
@@ -384,7 +379,7 @@ def train(cfg: SegTrainConfig) -> Dict[str, Any]:
         images, labels = next(batches)
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             logits = model(images)
         loss = segmentation_loss(logits, labels, weight=class_weight)
         check_finite(loss, f"iteration {it + 1}")

@@ -1,0 +1,44 @@
+"""Mixed precision: one ``--amp`` vocabulary for every task, and the loss scaler float16 needs."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..errors import LitvitError
+
+__all__ = ["AMP_CHOICES", "resolve_amp", "autocast", "grad_scaler"]
+
+AMP_CHOICES = ("auto", "bf16", "fp16", "none")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None, "off": None}
+
+
+def resolve_amp(amp: str, device: torch.device, auto_cuda: torch.dtype = torch.bfloat16) -> Optional[torch.dtype]:
+    """The autocast dtype for ``amp`` on ``device`` (``None``: full float32).
+
+    ``auto`` means ``auto_cuda`` on CUDA (each task passes its released recipe's choice; bf16
+    becomes fp16 on GPUs without bf16) and float32 elsewhere, where autocast rarely pays.
+    ``fp16`` and ``bf16`` are honoured on any device: torch >= 2.4 autocasts both on the CPU,
+    and fp16 trains there with a loss scaler too, which is how the scaler path is tested.
+    ``off`` is accepted as another name for ``none``.
+    """
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        if auto_cuda == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return auto_cuda
+    if amp not in _DTYPES:
+        raise LitvitError(f"unknown --amp {amp!r}; choose from {', '.join(AMP_CHOICES)}")
+    return _DTYPES[amp]
+
+
+def autocast(device: torch.device, amp_dtype: Optional[torch.dtype]) -> torch.autocast:
+    """Autocast to ``amp_dtype`` on ``device``; a no-op for ``None``."""
+    return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+
+def grad_scaler(amp_dtype: Optional[torch.dtype], device: torch.device) -> torch.amp.GradScaler:
+    """The loss scaler of a training loop: active for float16, whose narrow exponent lets
+    small gradients underflow, and a pass-through otherwise (so loops need no branches)."""
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)

@@ -1,0 +1,41 @@
+"""One --amp vocabulary for every task: the dtype each value gives, per device and task default."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from litvit.engine.amp import AMP_CHOICES, autocast, grad_scaler, resolve_amp
+from litvit.errors import LitvitError
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def test_explicit_choices_hold_on_any_device():
+    for device in (CPU, CUDA):
+        assert resolve_amp("bf16", device) is torch.bfloat16
+        assert resolve_amp("fp16", device) is torch.float16
+        assert resolve_amp("none", device) is None
+        assert resolve_amp("off", device) is None  # the segmentation configs' old spelling
+    with pytest.raises(LitvitError, match="choose from auto, bf16, fp16, none"):
+        resolve_amp("half", CPU)
+    assert AMP_CHOICES == ("auto", "bf16", "fp16", "none")
+
+
+def test_auto_is_float32_on_cpu_and_the_task_default_on_cuda(monkeypatch):
+    assert resolve_amp("auto", CPU) is None and resolve_amp("auto", CPU, auto_cuda=torch.float16) is None
+    assert resolve_amp("auto", CUDA, auto_cuda=torch.float16) is torch.float16  # detection, segmentation
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_amp("auto", CUDA) is torch.bfloat16  # classification
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_amp("auto", CUDA) is torch.float16  # a GPU without bf16 (V100, T4)
+
+
+def test_scaler_only_for_float16_and_autocast_off_for_none():
+    assert grad_scaler(torch.float16, CPU).is_enabled()
+    assert not grad_scaler(torch.bfloat16, CPU).is_enabled() and not grad_scaler(None, CPU).is_enabled()
+    layer = torch.nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+    with autocast(CPU, None):
+        assert layer(x).dtype == torch.float32
+    with autocast(CPU, torch.bfloat16):
+        assert layer(x).dtype == torch.bfloat16
