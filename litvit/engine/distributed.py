@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, List, Optional, Union
 
@@ -77,7 +78,6 @@ def init_distributed(device: Optional[Union[str, torch.device]] = None, timeout_
     The backend is NCCL on CUDA and Gloo on the CPU.
     """
     world_size = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     device = resolve_device(device, local_rank)
     if world_size <= 1:
@@ -140,7 +140,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 
 def cleanup() -> None:
+    """Leave the process group (a no-op in one process).
+
+    When no exception is propagating, the processes first meet at a barrier, so that none tears
+    the group down (rank 0 hosts its store) while another still needs it: once, on torch 2.4,
+    a Gloo rank was seen to hang in ``destroy_process_group`` after its peer had left.
+    """
     if _active():
+        if sys.exc_info()[0] is None:
+            dist.barrier()
         dist.destroy_process_group()
 
 
