@@ -11,7 +11,6 @@ import torch
 import litvit
 from litvit import benchmark as bench
 from litvit.cli import main
-from litvit.errors import LitvitError
 
 TINY = dict(embed_dims=(16, 32, 40, 64), depths=(1, 1, 1, 1), num_heads=(1, 2, 5, 8))
 TINY_CLI = ["embed_dims=(16,32,40,64)", "depths=(1,1,1,1)", "num_heads=(1,2,5,8)"]

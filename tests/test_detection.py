@@ -12,7 +12,7 @@ from PIL import Image
 
 import litvit  # noqa: F401
 from litvit.detection import mask_rcnn_lit, retinanet_lit
-from litvit.detection.data import CocoDetectionDataset, collate_detection, decode_segmentation, eval_transforms
+from litvit.detection.data import CocoDetectionDataset, decode_segmentation
 from litvit.detection.evaluate import STAT_NAMES, coco_evaluate, outputs_to_coco
 from litvit.detection.models import retinanet_anchor_generator
 from litvit.errors import CheckpointError, DataError

@@ -6,7 +6,6 @@ Heavy imports (torch, torchvision) happen inside the command functions so that
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Dict
 

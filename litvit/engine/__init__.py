@@ -4,6 +4,7 @@
 - :mod:`.checkpointing`: atomic checkpoints, keep-last/best, ``--resume auto``, RNG state capture.
 - :mod:`.logging`: JSON-lines metrics, progress bars (plain lines when not on a terminal), a logger.
 - :mod:`.guards`: stop on a NaN/inf loss with a clear message.
+- :mod:`.amp`: the ``--amp`` choices, autocast and the float16 loss scaler.
 - :mod:`.config`: dataclass configs from defaults, presets, YAML and command-line overrides.
 - :mod:`.samplers`: a distributed sampler whose batches do not depend on the number of processes.
 """

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_, use_fused_attn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
-from timm.models._manipulate import checkpoint_seq
 
 from ..ops.capture import graph_capture_active, is_exporting
 from ..ops.deform import deform_sample2x2

@@ -7,7 +7,6 @@ under DDP, mixed precision on CUDA, a checkpoint and an evaluation every 8k iter
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import dataclass
