@@ -16,6 +16,7 @@ def test_explicit_choices_hold_on_any_device():
         assert resolve_amp("fp16", device) is torch.float16
         assert resolve_amp("none", device) is None
         assert resolve_amp("off", device) is None  # the segmentation configs' old spelling
+        assert resolve_amp("False", device) is None  # YAML's `amp: off`, as the config loader passes it on
     with pytest.raises(LitvitError, match="choose from auto, bf16, fp16, none"):
         resolve_amp("half", CPU)
     assert AMP_CHOICES == ("auto", "bf16", "fp16", "none")
@@ -39,3 +40,16 @@ def test_scaler_only_for_float16_and_autocast_off_for_none():
         assert layer(x).dtype == torch.float32
     with autocast(CPU, torch.bfloat16):
         assert layer(x).dtype == torch.bfloat16
+
+
+def test_yaml_amp_off_means_float32(tmp_path):
+    import argparse
+
+    from litvit.engine.config import add_config_arguments, build_config
+    from litvit.segmentation.engine import SegTrainConfig
+
+    (tmp_path / "run.yaml").write_text("amp: off\n")  # YAML 1.1 reads this as the boolean false
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, SegTrainConfig)
+    cfg = build_config(SegTrainConfig, parser.parse_args(["--config", str(tmp_path / "run.yaml")]))
+    assert resolve_amp(cfg.amp, CUDA, auto_cuda=torch.float16) is None

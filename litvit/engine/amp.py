@@ -10,7 +10,9 @@ from ..errors import LitvitError
 __all__ = ["AMP_CHOICES", "resolve_amp", "autocast", "grad_scaler"]
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "none")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None, "off": None}
+# "off" was the segmentation configs' word; YAML reads an unquoted off/no/false as a boolean,
+# which reaches here as "False".
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None, "off": None, "false": None}
 
 
 def resolve_amp(amp: str, device: torch.device, auto_cuda: torch.dtype = torch.bfloat16) -> Optional[torch.dtype]:
@@ -20,7 +22,7 @@ def resolve_amp(amp: str, device: torch.device, auto_cuda: torch.dtype = torch.b
     becomes fp16 on GPUs without bf16) and float32 elsewhere, where autocast rarely pays.
     ``fp16`` and ``bf16`` are honoured on any device: torch >= 2.4 autocasts both on the CPU,
     and fp16 trains there with a loss scaler too, which is how the scaler path is tested.
-    ``off`` is accepted as another name for ``none``.
+    ``off`` (and a YAML ``amp: off``) is accepted as another name for ``none``.
     """
     if amp == "auto":
         if device.type != "cuda":
@@ -28,9 +30,10 @@ def resolve_amp(amp: str, device: torch.device, auto_cuda: torch.dtype = torch.b
         if auto_cuda == torch.bfloat16 and not torch.cuda.is_bf16_supported():
             return torch.float16
         return auto_cuda
-    if amp not in _DTYPES:
+    key = str(amp).lower()
+    if key not in _DTYPES:
         raise LitvitError(f"unknown --amp {amp!r}; choose from {', '.join(AMP_CHOICES)}")
-    return _DTYPES[amp]
+    return _DTYPES[key]
 
 
 def autocast(device: torch.device, amp_dtype: Optional[torch.dtype]) -> torch.autocast:
