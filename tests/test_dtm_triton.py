@@ -65,16 +65,19 @@ def test_kernels_compile_for_a_hopper_gpu(dtype, tmp_path, monkeypatch):
 
     pointers = {"x_ptr": dtype, "out_ptr": dtype, "grad_ptr": dtype, "off_ptr": "fp32", "grad_x_ptr": "fp32",
                 "grad_off_ptr": "fp32"}
-    for kernel in (kernels._sample_fwd_kernel, kernels._sample_bwd_kernel):
+    for kernel, cells, warps in (
+        (kernels._sample_fwd_kernel, kernels._FWD_CELLS, kernels._FWD_WARPS),
+        (kernels._sample_bwd_kernel, kernels._BWD_CELLS, kernels._BWD_WARPS),
+    ):
         signature = {
             name: "constexpr" if name.startswith("BLOCK_") else (f"*{pointers[name]}" if name in pointers else "i32")
             for name in kernel.arg_names
         }
         try:
-            source = ASTSource(kernel, signature, constexprs={"BLOCK_N": kernels._BLOCK_N, "BLOCK_C": 64})
+            source = ASTSource(kernel, signature, constexprs={"BLOCK_N": cells, "BLOCK_C": 64})
         except TypeError:
             pytest.skip(f"Triton {triton.__version__} has another ahead-of-time compile API")
-        ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+        ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps}).asm["ptx"]
         assert ".target sm_90" in ptx
         if kernel is kernels._sample_bwd_kernel:
             # The input-gradient scatter: a float32 global atomic add (``red`` or ``atom``, with

@@ -5,7 +5,8 @@ one thread per sample position and walk the channels inside it; on a channels-la
 neighbouring threads then read addresses ``2*C`` floats apart. These kernels put a block of
 output cells on one axis and a block of channels on the other, so every load and store is
 contiguous along the channels, and write the samples straight into the ``(cell, channel,
-tap)`` order the following matrix product reads (no transposed copy). The backward kernel
+tap)`` order the following matrix product reads (no transposed copy), all four taps in one
+store. The backward kernel
 scatters the input gradient with atomic adds and reduces the offset gradient over the channels
 inside one program, so it needs no second pass.
 
@@ -78,6 +79,20 @@ def _load_corners(image, y0, x0, sxh, sxw, ch_off, mask, y_in0, y_in1, x_in0, x_
 
 
 @triton.jit
+def _tap_sample(off_ptr, b, i, j, k: tl.constexpr, cell_mask, H, W, sob, soc, soh, sow, image, sxh, sxw, ch_off, mask):
+    """Tap ``k``'s bilinear sample for a block of cells and channels, in float32."""
+    y0, x0, ly, lx, y_in0, y_in1, x_in0, x_in1 = _tap_corners(
+        off_ptr, b, i, j, k, cell_mask, H, W, sob, soc, soh, sow
+    )
+    v00, v01, v10, v11 = _load_corners(image, y0, x0, sxh, sxw, ch_off, mask, y_in0, y_in1, x_in0, x_in1)
+    hy = (1.0 - ly)[:, None]
+    hx = (1.0 - lx)[:, None]
+    vy = ly[:, None]
+    vx = lx[:, None]
+    return hy * (hx * v00 + vx * v01) + vy * (hx * v10 + vx * v11)
+
+
+@triton.jit
 def _sample_fwd_kernel(
     x_ptr, off_ptr, out_ptr,
     C, H, W, Wo, cells_per_image, total_cells,
@@ -90,19 +105,17 @@ def _sample_fwd_kernel(
     ch_mask = ch < C
     ch_off = ch.to(tl.int64)[None, :] * sxc
     image = x_ptr + b * sxb
-    out_row = out_ptr + cells.to(tl.int64)[:, None] * (4 * C) + ch[None, :] * 4
-    for k in tl.static_range(4):
-        y0, x0, ly, lx, y_in0, y_in1, x_in0, x_in1 = _tap_corners(
-            off_ptr, b, i, j, k, cell_mask, H, W, sob, soc, soh, sow
-        )
-        m = cell_mask[:, None] & ch_mask[None, :]
-        v00, v01, v10, v11 = _load_corners(image, y0, x0, sxh, sxw, ch_off, m, y_in0, y_in1, x_in0, x_in1)
-        hy = (1.0 - ly)[:, None]
-        hx = (1.0 - lx)[:, None]
-        vy = ly[:, None]
-        vx = lx[:, None]
-        value = hy * (hx * v00 + vx * v01) + vy * (hx * v10 + vx * v11)
-        tl.store(out_row + k, value.to(out_ptr.dtype.element_ty), mask=m)
+    m = cell_mask[:, None] & ch_mask[None, :]
+    s0 = _tap_sample(off_ptr, b, i, j, 0, cell_mask, H, W, sob, soc, soh, sow, image, sxh, sxw, ch_off, m)
+    s1 = _tap_sample(off_ptr, b, i, j, 1, cell_mask, H, W, sob, soc, soh, sow, image, sxh, sxw, ch_off, m)
+    s2 = _tap_sample(off_ptr, b, i, j, 2, cell_mask, H, W, sob, soc, soh, sow, image, sxh, sxw, ch_off, m)
+    s3 = _tap_sample(off_ptr, b, i, j, 3, cell_mask, H, W, sob, soc, soh, sow, image, sxh, sxw, ch_off, m)
+    # One contiguous (channel, tap) store instead of four stores at a stride of 4 elements:
+    # join appends a minor axis, so join(join(s0, s2), join(s1, s3))[..., t, s] is tap 2t + s.
+    value = tl.reshape(tl.join(tl.join(s0, s2), tl.join(s1, s3)), [BLOCK_N, BLOCK_C, 4])
+    tap = tl.arange(0, 4)
+    out = out_ptr + cells.to(tl.int64)[:, None, None] * (4 * C) + ch[None, :, None] * 4 + tap[None, None, :]
+    tl.store(out, value.to(out_ptr.dtype.element_ty), mask=m[:, :, None])
 
 
 @triton.jit
@@ -164,13 +177,13 @@ def _sample_bwd_kernel(
         tl.store(grad_off + (2 * k + 1) * cells_per_image, grad_px, mask=cell_mask)
 
 
-# Output cells per program. On an H100 (bf16, batch 64, LIT-Ti's first two DTMs) 16 cells
-# rather than 32 made the forward kernel 1.8-1.9x and the backward 1.2-1.3x faster, presumably
-# because twice the programs hide more of the scattered corner loads' latency; 64 and 128
-# cells were no faster forward and slower backward. Measured on the kernels alone
-# (benchmarks/results/gpu_h100/run2_defaults/triton_block_sweep.txt), not yet through
-# benchmarks/dtm.py.
-_BLOCK_N = 16
+# Launch shapes, from sweeps of the kernels alone on an H100 (bf16, batch 64, the six DTM
+# shapes of LIT-Ti and LIT-S; benchmarks/RESULTS.md section 9). Few cells per program and few
+# warps win: the corner loads are scattered, and many small programs keep more of them in
+# flight. Forward 4 cells x 64 channels on one warp was 4.2x faster than 16 cells on four
+# (with the joined store; 1.98x without it); backward 4 cells on two warps, 1.13x.
+_FWD_CELLS, _FWD_WARPS = 4, 1
+_BWD_CELLS, _BWD_WARPS = 4, 2
 
 
 def _channel_block(channels: int) -> int:
@@ -185,10 +198,10 @@ class _DeformSample2x2(torch.autograd.Function):
         cells = out_h * out_w
         out = torch.empty(batch, cells, channels, 4, dtype=x.dtype, device=x.device)
         block_c = _channel_block(channels)
-        launch = (triton.cdiv(batch * cells, _BLOCK_N), triton.cdiv(channels, block_c))
+        launch = (triton.cdiv(batch * cells, _FWD_CELLS), triton.cdiv(channels, block_c))
         _sample_fwd_kernel[launch](
             x, offset, out, channels, height, width, out_w, cells, batch * cells,
-            *x.stride(), *offset.stride(), BLOCK_N=_BLOCK_N, BLOCK_C=block_c,
+            *x.stride(), *offset.stride(), BLOCK_N=_FWD_CELLS, BLOCK_C=block_c, num_warps=_FWD_WARPS,
         )
         ctx.save_for_backward(x, offset)
         return out.view(batch, cells, channels * 4).transpose(1, 2)
@@ -203,10 +216,11 @@ class _DeformSample2x2(torch.autograd.Function):
         grad = grad.transpose(1, 2).contiguous()  # B x N x (C*4), the forward's output order
         grad_x = torch.zeros(batch, height, width, channels, dtype=torch.float32, device=x.device)
         grad_offset = torch.empty(batch, 8, out_h, out_w, dtype=torch.float32, device=x.device)
-        launch = (triton.cdiv(batch * cells, _BLOCK_N),)
+        launch = (triton.cdiv(batch * cells, _BWD_CELLS),)
         _sample_bwd_kernel[launch](
             x, offset, grad, grad_x, grad_offset, channels, height, width, out_w, cells, batch * cells,
-            *x.stride(), *offset.stride(), BLOCK_N=_BLOCK_N, BLOCK_C=_channel_block(channels),
+            *x.stride(), *offset.stride(), BLOCK_N=_BWD_CELLS, BLOCK_C=_channel_block(channels),
+            num_warps=_BWD_WARPS,
         )
         return grad_x.permute(0, 3, 1, 2).to(x.dtype), grad_offset.to(offset.dtype)
 
