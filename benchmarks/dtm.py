@@ -73,18 +73,45 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> float:
+def timed(fn: Callable[[], object], device: torch.device, steps: int = 1) -> float:
+    """Seconds per call of ``steps`` back-to-back calls between two device synchronisations."""
     sync(device)
     start = time.perf_counter()
-    fn()
+    for _ in range(steps):
+        fn()
     sync(device)
-    return time.perf_counter() - start
+    return (time.perf_counter() - start) / steps
+
+
+def kernel_time(fn: Callable[[], object], device: torch.device, steps: int = 1) -> float:
+    """Seconds per call of the device kernels ``fn`` launches (the profiler's summed self time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            fn()
+        sync(device)
+    total_us = sum(
+        getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
+        for e in prof.key_averages()
+    )
+    return total_us * 1e-6 / steps
+
+
+# Calls per timed repeat (--steps) and what is timed (--timer). One call per repeat, wall
+# clock, times latency: on a GPU that includes the host's launch work and a synchronisation,
+# which both sides pay and which at small batches hides the kernels' difference. Several calls
+# time throughput; ``kernels`` times only the device kernels (what a model's training step
+# pays once its launches run ahead of the GPU).
+STEPS = 1
+TIMER = timed
 
 
 def compare(
     ours: Callable[[], object], theirs: Callable[[], object], device: torch.device, repeats: int, warmup: int
 ) -> Tuple[float, float]:
-    """Median seconds of ``ours`` and ``theirs``, alternating which runs first."""
+    """Median seconds per call of ``ours`` and ``theirs``, alternating which runs first."""
     for _ in range(warmup):
         ours()
         theirs()
@@ -92,7 +119,7 @@ def compare(
     for i in range(repeats):
         pair = [(ours, times_ours), (theirs, times_theirs)]
         for fn, bucket in pair if i % 2 == 0 else pair[::-1]:
-            bucket.append(timed(fn, device))
+            bucket.append(TIMER(fn, device, STEPS))
     return statistics.median(times_ours), statistics.median(times_theirs)
 
 
@@ -204,6 +231,12 @@ def main(argv: Sequence[str] = None) -> int:
     parser.add_argument("--models", nargs="+", default=["lit_ti", "lit_s"], choices=list(MODEL_CONFIGS))
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per implementation (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=1,
+                        help="calls per timed repeat: 1 times each call's latency (default); several "
+                             "time throughput, without one host synchronisation per call")
+    parser.add_argument("--timer", choices=["wall", "kernels"], default="wall",
+                        help="wall: wall-clock time (default); kernels: the summed time of the CUDA "
+                             "kernels (torch.profiler), leaving out the host's launch overhead")
     parser.add_argument("--no-module", action="store_true", help="skip the whole-module rows")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -215,6 +248,13 @@ def main(argv: Sequence[str] = None) -> int:
         parser.error("--device cuda: CUDA is not available")
     if args.img_size % 32:
         parser.error("--img-size must be a multiple of 32")
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
+    if args.timer == "kernels" and args.device != "cuda":
+        parser.error("--timer kernels needs --device cuda")
+    global STEPS, TIMER
+    STEPS = args.steps
+    TIMER = kernel_time if args.timer == "kernels" else timed
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = ["cpu", "cuda"] if args.device == "auto" else [args.device]
@@ -261,7 +301,8 @@ def main(argv: Sequence[str] = None) -> int:
                 "min_fwdbwd_speedup": min(r["fwdbwd_speedup"] for r in sel),
             })
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "batch_size": args.batch_size,
-            "img_size": args.img_size, "repeats": args.repeats}
+            "img_size": args.img_size, "repeats": args.repeats, "steps": args.steps,
+            "timer": args.timer}
     if args.json:
         print(json.dumps({"meta": meta, "rows": rows, "overall": summary}, indent=2))
     else:
@@ -272,7 +313,8 @@ def main(argv: Sequence[str] = None) -> int:
                   f"(min {s['min_fwd_speedup']:.2f}x), forward+backward {s['fwdbwd_speedup']:.2f}x "
                   f"(min {s['min_fwdbwd_speedup']:.2f}x)  [total time torchvision / litvit]")
         print(f"torch {meta['torch']}, {meta['threads']} threads, batch {args.batch_size}, "
-              f"{args.img_size} px, median of {args.repeats}")
+              f"{args.img_size} px, median of {args.repeats} repeats of {args.steps} call(s) each, "
+              f"{'wall-clock' if args.timer == 'wall' else 'CUDA kernel'} time")
     return 0
 
 

@@ -12,7 +12,8 @@
 #   1. bfloat16, batch 256: LIT-Ti >= 1.3x PVTv2-b2 and LIT-S >= 1.2x Swin-T images/s, and
 #      LIT-Ti's peak training memory <= PVTv2-b2's (allocator peak, same batch);
 #   2. DTM forward+backward >= 1.5x torchvision.ops.deform_conv2d's CUDA kernel, with litvit's
-#      grid_sample path and with its Triton kernel (the default on CUDA since these runs);
+#      grid_sample path and with its Triton kernel (the CUDA default), at batch $BATCH; then at
+#      batch 64 by wall clock and by CUDA kernel time (launch overhead left out);
 #   3. LIT-S inference at 800 x 1344 needs <= half of one block's attention matrix.
 # PYTHON picks the interpreter (default: python). DEVICE=cpu runs the same steps on the CPU
 # with small batches and images (a smoke test of this script).
@@ -31,7 +32,7 @@ if [[ $DEVICE == cpu ]]; then
 else
     # several steps per timed repeat so that one repeat is long against launch and sync jitter
     EXTRA=(--warmup 3 --repeats 5 --steps 5)
-    DTM_BATCH=64
+    DTM_BATCH=$BATCH  # the batch of the model comparisons (step 1)
     SIZE=800x1344
 fi
 STEPS=" ${STEPS:-0 1 1b 2 3} "
@@ -69,6 +70,12 @@ fi
 if want 2; then
     echo "== 2. DTM against torchvision.ops.deform_conv2d, batch $DTM_BATCH"
     "$PYTHON" benchmarks/dtm.py --device "${DEVICE%%:*}" --batch-size "$DTM_BATCH" | tee "$OUT/dtm.txt" || status=1
+    if [[ $DEVICE != cpu ]]; then
+        echo "== 2b. the same at batch 64: wall clock, and CUDA kernel time alone (no launch overhead)"
+        "$PYTHON" benchmarks/dtm.py --device cuda --batch-size 64 --kernels triton | tee "$OUT/dtm_b64.txt" || status=1
+        "$PYTHON" benchmarks/dtm.py --device cuda --batch-size 64 --kernels triton --timer kernels --steps 10 \
+            | tee "$OUT/dtm_b64_kernels.txt" || status=1
+    fi
 fi
 
 if want 3; then

@@ -82,7 +82,7 @@ def test_peak_memory_comes_from_a_fresh_process():
 def test_cli_writes_json_csv_and_table(tmp_path, capsys):
     json_path, csv_path = tmp_path / "out" / "b.json", tmp_path / "b.csv"
     code = main(
-        ["benchmark", "--model", "lit_ti", "lit_s", "--img-size", "64", "-b", "2", "--train-batch-size", "2",
+        ["benchmark", "--device", "cpu", "--model", "lit_ti", "lit_s", "--img-size", "64", "-b", "2", "--train-batch-size", "2",
          "--repeats", "2", "--no-memory", "--num-classes", "10", "--ratios", "lit_ti:lit_s",
          "--json", str(json_path), "--csv", str(csv_path), "--model-kwargs", *TINY_CLI]
     )
@@ -216,3 +216,18 @@ def test_memory_worker_inherits_the_dtm_kernel(monkeypatch):
     result = bench.measure_peak_memory("lit_ti", "inference", 64, bench.BenchmarkConfig(models=["lit_ti"]))
     assert result == {"peak_mem_mb": 1.0, "mem_base_mb": 0.5}
     assert seen["env"]["LITVIT_DTM_KERNEL"] == "triton"
+
+
+def test_dtm_script_times_steps_per_repeat_and_checks_the_timer(capsys):
+    script = _load_script("dtm")
+    calls = []
+    assert script.timed(lambda: calls.append(1), torch.device("cpu"), steps=3) >= 0 and len(calls) == 3
+    assert script.main(["--device", "cpu", "--batch-size", "1", "--repeats", "1", "--models", "lit_ti",
+                        "--no-module", "--steps", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["meta"]["steps"] == 2 and report["meta"]["timer"] == "wall"
+    # the three DTMs of LIT-Ti, each checked against torchvision before it is timed
+    assert [r["shape"] for r in report["rows"]] == ["64x56x56 -> 128", "128x28x28 -> 320", "320x14x14 -> 512"]
+    assert all(r["fwdbwd_ours"] > 0 and r["fwdbwd_tv"] > 0 for r in report["rows"])
+    with pytest.raises(SystemExit):
+        script.main(["--device", "cpu", "--timer", "kernels"])
