@@ -11,7 +11,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-from .errors import LitvitError
+from .errors import LitvitError, user_message
 
 # Order is the order shown by ``litvit --help``.
 COMMAND_MODULES = [
@@ -52,7 +52,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         result = args.func(args)
     except LitvitError as err:
-        print(f"litvit {args.command}: error: {err}", file=sys.stderr)
+        print(f"litvit {args.command}: error: {user_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"litvit {args.command}: interrupted", file=sys.stderr)

@@ -22,3 +22,18 @@ class TrainingError(LitvitError):
 
 class MissingExtraError(LitvitError):
     """An optional dependency group is not installed."""
+
+
+def user_message(err: BaseException) -> str:
+    """``err``'s message for the one-line report, without a data-loader worker's traceback.
+
+    A :class:`torch.utils.data.DataLoader` re-raises an error from a worker process as the same
+    type, with the message ``Caught <type> in DataLoader worker process N.`` followed by the
+    worker's whole traceback, whose last line is ``<module>.<type>: <original message>``.
+    """
+    text = str(err)
+    if not (text.startswith("Caught ") and "Original Traceback" in text):
+        return text
+    last = text.rstrip().splitlines()[-1]
+    prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last

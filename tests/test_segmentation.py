@@ -404,6 +404,24 @@ def test_cli_reports_bad_data_in_one_line(ade_root, tmp_path, capsys):
     assert code == 2 and "--num-classes" in capsys.readouterr().err
 
 
+def test_cli_reports_bad_data_from_a_loader_worker_in_one_line(ade_root, tmp_path, capsys):
+    """Label values are checked when a sample loads, which with --workers > 0 happens in a worker
+    process: the DataLoader re-raises there with the worker's traceback in the message."""
+    from litvit.cli import main
+
+    for label in (ade_root / "annotations" / "training").glob("*.png"):
+        bad = np.asarray(Image.open(label)).copy()
+        bad[:2, :2] = 200
+        Image.fromarray(bad).save(label)
+    code = main(["segment", "train", "--data-dir", str(ade_root), "--output-dir", str(tmp_path / "r"),
+                 "--device", "cpu", "--workers", "1", "--model", "lit_ti", "--batch-size", "2", "--iterations", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err and "Caught" not in err, err
+    # the run's log line comes first; the error is the last line, and one line
+    assert err.splitlines()[-1].startswith("litvit segment: error: label ")
+    assert "pixels have values (up to 200)" in err.splitlines()[-1]
+
+
 def test_demo_settings_and_classification_backbone_reuse(tmp_path):
     from litvit.engine.config import build_config
     from litvit.demo import classify_demo_backbone as _classify_demo_backbone
