@@ -14,15 +14,16 @@ Sampling convention (identical to ``torchvision.ops.deform_conv2d``): for output
 every corner outside the map contributing zero.
 
 On CUDA an optional Triton kernel (:mod:`litvit.ops.deform_triton`) can do the sampling;
-:func:`set_dtm_kernel` picks it. It is the default there when triton is installed; the
+:func:`set_dtm_kernel` picks it. It is the default there with triton >= 3.2 installed; the
 ``grid_sample`` path stays the reference, the CPU path and the fallback.
 """
 from __future__ import annotations
 
 import functools
 import os
+import re
 import warnings
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -45,20 +46,31 @@ def _kernel_from_environment() -> str:
 _dtm_kernel = _kernel_from_environment()
 
 
+# The oldest Triton release the kernels are tested on (in its interpreter: 3.0 and 3.1 give
+# wrong values there, for this kernel and its earlier form alike, and no GPU has run them).
+# Older releases (torch 2.4-2.5 ship them) keep grid_sample under "auto".
+TRITON_TESTED_FROM = (3, 2)
+
+
 @functools.lru_cache(maxsize=None)
-def _triton_available() -> bool:
+def _triton_version() -> Optional[Tuple[int, int]]:
     try:
-        import triton  # noqa: F401
+        import triton
     except ImportError:
-        return False
-    return True
+        return None
+    parts = [int(p) for p in re.findall(r"\d+", triton.__version__)[:2]]
+    return (parts + [0, 0])[0], (parts + [0, 0])[1]
+
+
+def _triton_available() -> bool:
+    return _triton_version() is not None
 
 
 def set_dtm_kernel(name: str) -> None:
     """Choose how :func:`deform_sample2x2` samples CUDA tensors.
 
     ``"auto"`` (the default) uses the Triton kernel of :mod:`litvit.ops.deform_triton` when
-    triton is installed, else ``grid_sample``; ``"torch"`` always uses ``grid_sample`` (the
+    triton >= 3.2 is installed, else ``grid_sample``; ``"torch"`` always uses ``grid_sample`` (the
     reference); ``"triton"`` requires the Triton kernel. On an H100 in bfloat16 the Triton
     kernel made DTM forward+backward 1.4x faster than ``grid_sample`` and LIT-Ti training
     steps 1.18x faster (``benchmarks/RESULTS.md``), hence the default.
@@ -83,7 +95,10 @@ def get_dtm_kernel(device: Optional[torch.device | str] = None) -> str:
         return _dtm_kernel
     if torch.device(device).type != "cuda" or _dtm_kernel == "torch":
         return "torch"
-    return "triton" if _triton_available() else "torch"
+    version = _triton_version()
+    if version is None or (_dtm_kernel == "auto" and version < TRITON_TESTED_FROM):
+        return "torch"
+    return "triton"
 
 
 def _use_triton(x: torch.Tensor) -> bool:
