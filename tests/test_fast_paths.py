@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from litvit.models import set_reference_path
 from litvit.models import lit
 from litvit.models.lit import Attention, DeformableTokenMerging
+from litvit.ops import onednn
 
 
 def _randomise_offsets(model: torch.nn.Module, scale: float = 0.5) -> torch.nn.Module:
@@ -151,15 +152,33 @@ def _spy_fused_mlp(monkeypatch) -> list:
     """Record the number of blocks of each fused_mlp_inference call."""
     calls = []
     fused = lit.fused_mlp_inference
-    monkeypatch.setattr(lit, "fused_mlp_inference", lambda blocks, *a: calls.append(len(blocks)) or fused(blocks, *a))
+    monkeypatch.setattr(
+        lit, "fused_mlp_inference", lambda blocks, *a, **kw: calls.append(len(blocks)) or fused(blocks, *a, **kw)
+    )
     return calls
 
 
+@pytest.fixture
+def cpu_mlp_kernel():
+    """Set the CPU MLP kernel for one test and restore the previous choice afterwards."""
+    previous = onednn.get_cpu_mlp_kernel()
+    yield onednn.set_cpu_mlp_kernel
+    onednn.set_cpu_mlp_kernel(previous)
+
+
+needs_onednn = pytest.mark.skipif(not onednn.onednn_linear_available(), reason="torch built without oneDNN")
+
+
+@pytest.mark.parametrize("kernel", ["aten", pytest.param("onednn", marks=needs_onednn)])
 @pytest.mark.parametrize("name", ["lit_ti", "lit_s"])
-def test_fused_mlp_equals_the_blocks_module_by_module(tiny_lit, name, monkeypatch):
+def test_fused_mlp_equals_the_blocks_module_by_module(tiny_lit, name, kernel, cpu_mlp_kernel, monkeypatch):
     # 16-wide tokens with a 128-wide hidden layer: 700 // 128 = 5-row slabs, so the 2 x 256
     # stage-1 rows end with a short slab; stage 2 (256-wide hidden) gets 2-row slabs.
     monkeypatch.setattr(lit, "MLP_SLAB_ELEMENTS", 700)
+    monkeypatch.setattr(lit, "MLP_SLAB_ELEMENTS_ONEDNN", 700)
+    cpu_mlp_kernel(kernel)
+    onednn_calls = []
+    monkeypatch.setattr(lit, "linear_gelu", lambda *a: onednn_calls.append(1) or onednn.linear_gelu(*a))
     fast = _randomise_offsets(tiny_lit(name, depths=(2, 3, 2, 1)))
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():  # initial biases are 0 and norms 1: make every term of the MLP count
@@ -172,12 +191,67 @@ def test_fused_mlp_equals_the_blocks_module_by_module(tiny_lit, name, monkeypatc
     with torch.no_grad():
         out = fast(x)
         assert calls == [2, 3, 1, 1, 1], "MLP-only stages fuse whole, attention blocks one by one"
+        # oneDNN runs each block of the MLP-only stages once per slab (2 images: 2 x 256 stage-1
+        # tokens, 2 x 64 in stage 2; lit_ti's 128-wide stage-1 hidden layer gives 5-row slabs).
+        slabs = 0
+        for stage, tokens in zip(fast.stages[:2], (2 * 256, 2 * 64)):
+            rows = 700 // stage.blocks[0].mlp.fc1.out_features
+            slabs += -(-tokens // rows) * len(stage.blocks)
+        assert len(onednn_calls) == (slabs if kernel == "onednn" else 0)
+        assert slabs == (103 * 2 + 64 * 3 if name == "lit_ti" else 52 * 2 + 26 * 3)
         calls.clear()
         expected = reference(x)
     assert calls == []
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_mlp_kernel_choice(cpu_mlp_kernel, monkeypatch):
+    x32 = torch.zeros(2, 4)
+    monkeypatch.setattr(onednn, "onednn_linear_available", lambda: True)
+    cpu_mlp_kernel("auto")
+    for has_avx512, expected in ((True, "onednn"), (False, "aten")):
+        monkeypatch.setattr(onednn, "_cpu_has_avx512", lambda: has_avx512)
+        assert onednn.get_cpu_mlp_kernel(x32) == expected
+    cpu_mlp_kernel("onednn")  # forced: also without AVX-512, but never for other dtypes
+    assert onednn.get_cpu_mlp_kernel(x32) == "onednn"
+    assert onednn.get_cpu_mlp_kernel(x32.double()) == "aten"
+    assert onednn.get_cpu_mlp_kernel(x32.bfloat16()) == "aten"
+    cpu_mlp_kernel("aten")
+    monkeypatch.setattr(onednn, "_cpu_has_avx512", lambda: True)
+    assert onednn.get_cpu_mlp_kernel(x32) == "aten"
+    assert onednn.get_cpu_mlp_kernel() == "aten"
+    with pytest.raises(ValueError, match="unknown CPU MLP kernel"):
+        cpu_mlp_kernel("mkl")
+    monkeypatch.setattr(onednn, "onednn_linear_available", lambda: False)
+    with pytest.raises(RuntimeError, match="oneDNN"):
+        cpu_mlp_kernel("onednn")
+    cpu_mlp_kernel("auto")
+    assert onednn.get_cpu_mlp_kernel(x32) == "aten"
+
+
+def test_cpu_mlp_kernel_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LITVIT_CPU_MLP_KERNEL", " ATEN ")
+    assert onednn._kernel_from_environment() == "aten"
+    monkeypatch.setenv("LITVIT_CPU_MLP_KERNEL", "fast")
+    with pytest.warns(UserWarning, match="LITVIT_CPU_MLP_KERNEL"):
+        assert onednn._kernel_from_environment() == "auto"
+
+
+@needs_onednn
+@pytest.mark.parametrize("bias", [True, False])
+def test_onednn_products_equal_their_aten_forms(bias):
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(37, 24, generator=generator)
+    residual = torch.randn(37, 40, generator=generator)
+    w_gelu, w_add = torch.randn(40, 24, generator=generator), torch.randn(40, 40, generator=generator)
+    b_gelu, b_add = (torch.randn(40, generator=generator), torch.randn(40, generator=generator)) if bias else (None, None)
+    hidden = onednn.linear_gelu(x, w_gelu, b_gelu)
+    torch.testing.assert_close(hidden, torch.nn.functional.gelu(torch.nn.functional.linear(x, w_gelu, b_gelu)))
+    torch.testing.assert_close(
+        onednn.linear_add(hidden, residual, w_add, b_add), residual + torch.nn.functional.linear(hidden, w_add, b_add)
+    )
 
 
 def test_fused_mlp_steps_aside_where_it_could_be_noticed(tiny_lit, monkeypatch):

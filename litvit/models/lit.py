@@ -27,6 +27,7 @@ from timm.models._features import feature_take_indices
 
 from ..ops.capture import graph_capture_active, is_exporting
 from ..ops.deform import deform_sample2x2
+from ..ops.onednn import get_cpu_mlp_kernel, linear_add, linear_gelu
 
 __all__ = ["LIT", "DeformableTokenMerging", "checkpoint_filter_fn", "set_reference_path", "MODEL_CONFIGS"]
 
@@ -365,6 +366,8 @@ class Block(nn.Module):
 # Rows per slab in fused_mlp_inference: about 4 MB of hidden activations, which stay in cache
 # between fc1, GELU and fc2 (LIT-Ti batch 32 on 2 CPU threads: 1.065x; benchmarks/RESULTS.md, 2f).
 MLP_SLAB_ELEMENTS = 1 << 20
+# oneDNN's fused products were fastest with slabs twice as large (AVX-512 CPU; RESULTS.md, 10).
+MLP_SLAB_ELEMENTS_ONEDNN = 1 << 21
 
 
 def _autocast_enabled(device_type: str) -> bool:
@@ -413,20 +416,32 @@ def fused_mlp_applies(blocks: Sequence[Block], x: torch.Tensor, whole_blocks: bo
     return True
 
 
-def fused_mlp_inference(blocks: Sequence[Block], x: torch.Tensor, slab_rows: Optional[int] = None) -> torch.Tensor:
+def fused_mlp_inference(
+    blocks: Sequence[Block], x: torch.Tensor, slab_rows: Optional[int] = None, kernel: str = "aten"
+) -> torch.Tensor:
     """``x = x + mlp(norm2(x))`` for each block in turn, for CPU inference (see :func:`fused_mlp_applies`).
 
     Equal to the blocks' own forward up to float rounding, with fewer passes over memory: GELU
     runs in place in a reused buffer and fc2's matrix product adds the residual as it writes.
     With ``slab_rows``, the tokens go through all the blocks a slab of rows at a time, so the
     hidden activations stay in cache; that is right for the MLP-only stages, where every op
-    acts on each token alone.
+    acts on each token alone. ``kernel="onednn"`` (float32 only) computes fc1 with its GELU and
+    fc2 with the residual add as two oneDNN products (:mod:`litvit.ops.onednn`).
     """
     batch_shape, dim = x.shape[:-1], x.shape[-1]
     rows = x.reshape(-1, dim)
     out = torch.empty_like(rows)
     num_rows = rows.shape[0]
     step = max(1, num_rows if slab_rows is None else slab_rows)
+    if kernel == "onednn":
+        for start in range(0, num_rows, step):
+            current = rows[start : start + step]
+            for block in blocks:
+                norm, fc1, fc2 = block.norm2, block.mlp.fc1, block.mlp.fc2
+                normed = F.layer_norm(current, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+                current = linear_add(linear_gelu(normed, fc1.weight, fc1.bias), current, fc2.weight, fc2.bias)
+            out[start : start + step] = current
+        return out.reshape(*batch_shape, dim)
     hidden_features = max(block.mlp.fc1.out_features for block in blocks)
     hidden_buffer = torch.empty(min(step, num_rows), hidden_features, dtype=x.dtype, device=x.device)
     for start in range(0, num_rows, step):
@@ -525,8 +540,11 @@ class LITStage(nn.Module):
         elif prefix_tokens is not None:
             x = torch.cat((prefix_tokens.expand(x.shape[0], -1, -1), x), dim=1)
         if self.mlp_only and len(self.blocks) and fused_mlp_applies(self.blocks, x, whole_blocks=True):
-            slab_rows = MLP_SLAB_ELEMENTS // max(block.mlp.fc1.out_features for block in self.blocks)
-            return fused_mlp_inference(self.blocks, x, slab_rows), grid, offset
+            # oneDNN only here: on the attention blocks' wider, shorter MLPs it gained nothing.
+            kernel = get_cpu_mlp_kernel(x)
+            slab = MLP_SLAB_ELEMENTS_ONEDNN if kernel == "onednn" else MLP_SLAB_ELEMENTS
+            slab_rows = slab // max(block.mlp.fc1.out_features for block in self.blocks)
+            return fused_mlp_inference(self.blocks, x, slab_rows, kernel=kernel), grid, offset
         for block in self.blocks:
             if self.grad_checkpointing and not torch.jit.is_scripting():
                 x = torch.utils.checkpoint.checkpoint(block, x, grid, use_reentrant=False)
