@@ -93,6 +93,8 @@ def test_cli_writes_json_csv_and_table(tmp_path, capsys):
     assert {"date", "command", "device_name", "torch", "timm", "config"} <= set(report["meta"])
     assert report["meta"]["config"]["model_kwargs"]["depths"] == [1, 1, 1, 1]
     assert report["meta"]["dtm_kernel"] == "torch"
+    assert report["meta"]["cpu_mlp_kernel"] in ("aten", "onednn")
+    assert f"CPU MLP kernel {report['meta']['cpu_mlp_kernel']}" in out
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == bench.RESULT_FIELDS
@@ -128,7 +130,9 @@ def test_custom_runtime_is_used_and_inference_only_runtimes_skip_training():
         del bench.RUNTIMES["test-counting"]
     inference, train = report["results"]
     assert inference["status"] == "ok" and inference["runtime"] == "test-counting"
-    assert len(calls) == 1 + 2  # warm-up and two timed repeats
+    # Warm-up, the untimed rounds that let the CPU heap settle (at least one), two timed repeats.
+    assert inference["settle_rounds"] >= 1
+    assert len(calls) == 1 + inference["settle_rounds"] + 2
     assert train["status"] == "skipped" and "cannot train" in train["error"]
 
 
@@ -199,11 +203,12 @@ def test_attention_memory_live_peak_counts_the_materialised_matrix():
     assert reference - fast > matrix_mb
 
 
-def test_memory_worker_inherits_the_dtm_kernel(monkeypatch):
-    """The worker is a new interpreter; the DTM kernel chosen in this one must reach it."""
+def test_memory_worker_inherits_the_kernel_choices(monkeypatch):
+    """The worker is a new interpreter; the kernels chosen in this one must reach it."""
     import subprocess
 
     import litvit.ops.deform as deform
+    import litvit.ops.onednn as onednn
 
     seen = {}
 
@@ -213,9 +218,10 @@ def test_memory_worker_inherits_the_dtm_kernel(monkeypatch):
 
     monkeypatch.setattr(bench.subprocess, "run", fake_run)
     monkeypatch.setattr(deform, "_dtm_kernel", "triton")
+    monkeypatch.setattr(onednn, "_cpu_mlp_kernel", "aten")
     result = bench.measure_peak_memory("lit_ti", "inference", 64, bench.BenchmarkConfig(models=["lit_ti"]))
     assert result == {"peak_mem_mb": 1.0, "mem_base_mb": 0.5}
-    assert seen["env"]["LITVIT_DTM_KERNEL"] == "triton"
+    assert seen["env"]["LITVIT_DTM_KERNEL"] == "triton" and seen["env"]["LITVIT_CPU_MLP_KERNEL"] == "aten"
 
 
 def test_dtm_script_times_steps_per_repeat_and_checks_the_timer(capsys):
@@ -231,3 +237,21 @@ def test_dtm_script_times_steps_per_repeat_and_checks_the_timer(capsys):
     assert all(r["fwdbwd_ours"] > 0 and r["fwdbwd_tv"] > 0 for r in report["rows"])
     with pytest.raises(SystemExit):
         script.main(["--device", "cpu", "--timer", "kernels"])
+
+
+def test_cpu_rounds_run_untimed_until_the_heap_stops_growing(monkeypatch):
+    # Each settling round reads the fault counter twice; the first two rounds page in 4 MB.
+    readings = iter([0, 1000, 1000, 2000, 2000, 2010])
+    monkeypatch.setattr(bench, "_minor_faults", lambda: next(readings))
+    logged = []
+    report = bench.run_benchmark(_config(modes=["inference"]), log=logged.append)
+    (result,) = report["results"]
+    assert result["status"] == "ok" and result["settle_rounds"] == 3 and result["repeats"] == 2
+    assert sum("settling the heap" in line for line in logged) == 3
+
+    monkeypatch.setattr(bench, "_minor_faults", iter(range(0, 10**9, 10**5)).__next__)  # never settles
+    (result,) = bench.run_benchmark(_config(modes=["inference"]), log=None)["results"]
+    assert result["settle_rounds"] == bench.CPU_SETTLE_ROUNDS
+
+    (result,) = bench.run_benchmark(_config(modes=["inference"], warmup=0), log=None)["results"]
+    assert result["settle_rounds"] is None  # no warm-up asked for: none at all
