@@ -148,6 +148,41 @@ def test_dtm_fast_equals_reference_float32_and_bfloat16():
     assert _rel_err(bf16_out, ref_out) < 2e-2
 
 
+def test_dtm_folds_its_batchnorm_in_eval_mode_only(monkeypatch):
+    generator = torch.Generator().manual_seed(6)
+    dtm = _randomise_offsets(DeformableTokenMerging(16, 24)).eval()
+    with torch.no_grad():  # statistics far from the identity, so a missing fold would show
+        dtm.norm.running_mean.copy_(torch.randn(24, generator=generator))
+        dtm.norm.running_var.copy_(torch.rand(24, generator=generator) * 3 + 0.2)
+        dtm.norm.weight.copy_(torch.randn(24, generator=generator))
+        dtm.norm.bias.copy_(torch.randn(24, generator=generator))
+        dtm.proj.bias.copy_(torch.randn(24, generator=generator))
+    x = torch.randn(2, 10 * 12, 16, generator=generator, requires_grad=True)
+    assert dtm.folds_norm()
+    folded, _, _ = dtm(x, (10, 12))
+    monkeypatch.setattr(lit, "FOLD_DTM_NORM", False)
+    assert not dtm.folds_norm()
+    unfolded, _, _ = dtm(x, (10, 12))
+    dtm.use_reference = True
+    reference, _, _ = dtm(x, (10, 12))
+    torch.testing.assert_close(folded, unfolded, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(folded, reference, rtol=1e-5, atol=1e-5)
+    grads = [torch.autograd.grad(out.square().sum(), (x, dtm.norm.weight)) for out in (folded, reference)]
+    for fast, ref in zip(*grads):
+        torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
+    dtm.use_reference = False
+    monkeypatch.setattr(lit, "FOLD_DTM_NORM", True)
+    with torch.inference_mode():
+        torch.testing.assert_close(dtm(x, (10, 12))[0], reference, rtol=1e-5, atol=1e-5)
+    # Training normalises with the batch's statistics; a hook on the norm must still fire.
+    assert not dtm.train().folds_norm()
+    dtm.eval()
+    handle = dtm.norm.register_forward_hook(lambda *a: None)
+    assert not dtm.folds_norm()
+    handle.remove()
+    assert dtm.folds_norm()
+
+
 def _spy_fused_mlp(monkeypatch) -> list:
     """Record the number of blocks of each fused_mlp_inference call."""
     calls = []

@@ -88,16 +88,47 @@ class DeformableTokenMerging(nn.Module):
         offset = self.offset_conv(x)
         out_h, out_w = offset.shape[-2:]
         samples = deform_sample2x2(x, offset)  # B x (C*4) x N'
-        weight = self.proj.weight.reshape(self.proj.out_channels, -1)
+        out_channels = self.proj.out_channels
+        if self.folds_norm():
+            weight, bias = self.folded_projection()
+            # BatchNorm is in the weights and the product is already in token layout: no layout
+            # round trip for the norm, and the bias and GELU act on the product in place.
+            out = torch.matmul(samples.transpose(1, 2), weight.t())
+            out = F.gelu(out.add_(bias)) if torch.is_grad_enabled() else torch.ops.aten.gelu_(out.add_(bias))
+            return out.reshape(batch, out_h * out_w, out_channels), (out_h, out_w), offset
+        weight = self.proj.weight.reshape(out_channels, -1)
         # (B x N' x C*4) @ (C*4 x C_out): the result is already in token layout.
         out = torch.matmul(samples.transpose(1, 2), weight.t())
         if self.proj.bias is not None:
             out = out + self.proj.bias
-        out_channels = self.proj.out_channels
         out = out.reshape(batch, out_h, out_w, out_channels).permute(0, 3, 1, 2)
         out = self.act(self.norm(out))
         out = out.permute(0, 2, 3, 1).reshape(batch, out_h * out_w, out_channels)
         return out, (out_h, out_w), offset
+
+    def folds_norm(self) -> bool:
+        """Whether BatchNorm can be folded into the projection: in eval mode with running
+        statistics, a plain GELU, and no hooks that would miss the skipped modules."""
+        norm, act = self.norm, self.act
+        if self.training or norm.training or norm.running_mean is None or not FOLD_DTM_NORM:
+            return False
+        if type(act) is not nn.GELU or act.approximate != "none" or type(norm) is not nn.BatchNorm2d:
+            return False
+        if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+            return False
+        return not _has_hooks((norm, act))
+
+    def folded_projection(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The deformable kernel as a ``C_out x C*4`` matrix and a bias, with eval-mode BatchNorm
+        folded in: ``norm(W x + b) = (s W) x + s (b - mean) + beta`` with ``s = gamma / std``."""
+        norm, proj = self.norm, self.proj
+        scale = torch.rsqrt(norm.running_var + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight
+        shift = -norm.running_mean if proj.bias is None else proj.bias - norm.running_mean
+        bias = shift * scale if norm.bias is None else torch.addcmul(norm.bias, shift, scale)
+        weight = proj.weight.reshape(proj.out_channels, -1) * scale[:, None]
+        return weight, bias
 
     def forward_reference(
         self, x: torch.Tensor, grid: Tuple[int, int]
@@ -362,6 +393,9 @@ class Block(nn.Module):
             return fused_mlp_inference((self,), x)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
+
+# Fold DTM's BatchNorm into its projection in eval mode (module attribute so tests can compare).
+FOLD_DTM_NORM = True
 
 # Rows per slab in fused_mlp_inference: about 4 MB of hidden activations, which stay in cache
 # between fc1, GELU and fc2 (LIT-Ti batch 32 on 2 CPU threads: 1.065x; benchmarks/RESULTS.md, 2f).
