@@ -403,6 +403,11 @@ def _is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
+def _record_failure(result: Dict[str, Any], err: BaseException) -> None:
+    """Mark a model's result failed with a one-line reason; the run goes on with the others."""
+    result.update(status="oom" if _is_oom(err) else "error", error=f"{type(err).__name__}: {err}".splitlines()[0])
+
+
 def _setup_process(config: BenchmarkConfig) -> torch.device:
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -558,7 +563,7 @@ def _run_group(
         except _Skip as err:
             result.update(status="skipped", error=str(err))
         except Exception as err:  # noqa: BLE001  (one failing model must not end the run)
-            result.update(status="oom" if _is_oom(err) else "error", error=f"{type(err).__name__}: {err}".splitlines()[0])
+            _record_failure(result, err)
             _log(f"[{mode} {img_size}px] {label}: {result['status']}: {result['error']}", log)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -583,7 +588,7 @@ def _run_group(
                 result["_times"].append((time.perf_counter() - start) / config.steps)
                 result["_cpu"].append((time.process_time() - cpu_start) / config.steps)
             except Exception as err:  # noqa: BLE001
-                result.update(status="oom" if _is_oom(err) else "error", error=f"{type(err).__name__}: {err}".splitlines()[0])
+                _record_failure(result, err)
         times = ", ".join(f"{_label(r, runtimes)} {1e3 * r['_times'][-1]:.0f} ms" for r in live if r["status"] == "ok" and r["_times"])
         _log(f"[{mode} {img_size}px] repeat {repeat + 1}/{config.repeats}: {times}", log)
 
@@ -656,7 +661,7 @@ def _settle_cpu_heap(live: List[Dict[str, Any]], prefix: str, log: Optional[Call
             try:
                 result["_step"]()
             except Exception as err:  # noqa: BLE001
-                result.update(status="oom" if _is_oom(err) else "error", error=f"{type(err).__name__}: {err}".splitlines()[0])
+                _record_failure(result, err)
         faults = _minor_faults() - before
         _log(f"{prefix} settling the heap, round {round_}: {faults * _page_size() / 2**20:.0f} MB paged in", log)
         if faults < CPU_SETTLE_FAULTS:
