@@ -20,15 +20,14 @@ On CUDA an optional Triton kernel (:mod:`litvit.ops.deform_triton`) can do the s
 from __future__ import annotations
 
 import functools
-import os
 import re
-import warnings
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from .capture import graph_capture_active
+from .settings import choice_from_environment
 
 __all__ = ["deform_sample2x2", "deform_conv2x2", "sampling_locations2x2", "set_dtm_kernel", "get_dtm_kernel"]
 
@@ -36,11 +35,7 @@ DTM_KERNELS = ("auto", "torch", "triton")
 
 
 def _kernel_from_environment() -> str:
-    name = os.environ.get("LITVIT_DTM_KERNEL", "auto").strip().lower() or "auto"
-    if name not in DTM_KERNELS:
-        warnings.warn(f"LITVIT_DTM_KERNEL={name!r} is not one of {', '.join(DTM_KERNELS)}; using 'auto'")
-        return "auto"
-    return name
+    return choice_from_environment("LITVIT_DTM_KERNEL", DTM_KERNELS)
 
 
 _dtm_kernel = _kernel_from_environment()

@@ -16,11 +16,11 @@ reference everywhere else.
 from __future__ import annotations
 
 import functools
-import os
-import warnings
 from typing import Optional
 
 import torch
+
+from .settings import choice_from_environment
 
 __all__ = ["set_cpu_mlp_kernel", "get_cpu_mlp_kernel", "onednn_linear_available", "linear_gelu", "linear_add"]
 
@@ -28,11 +28,7 @@ CPU_MLP_KERNELS = ("auto", "aten", "onednn")
 
 
 def _kernel_from_environment() -> str:
-    name = os.environ.get("LITVIT_CPU_MLP_KERNEL", "auto").strip().lower() or "auto"
-    if name not in CPU_MLP_KERNELS:
-        warnings.warn(f"LITVIT_CPU_MLP_KERNEL={name!r} is not one of {', '.join(CPU_MLP_KERNELS)}; using 'auto'")
-        return "auto"
-    return name
+    return choice_from_environment("LITVIT_CPU_MLP_KERNEL", CPU_MLP_KERNELS)
 
 
 _cpu_mlp_kernel = _kernel_from_environment()
