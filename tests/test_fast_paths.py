@@ -225,7 +225,9 @@ def test_fused_mlp_equals_the_blocks_module_by_module(tiny_lit, name, kernel, cp
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         out = fast(x)
-        assert calls == [2, 3, 1, 1, 1], "MLP-only stages fuse whole, attention blocks one by one"
+        # MLP-only stages fuse whole, attention blocks one by one; lit_ti's last block computes
+        # its class token alone (LIT.class_token_tail_applies), a single row with nothing to fuse.
+        assert calls == ([2, 3, 1, 1] if name == "lit_ti" else [2, 3, 1, 1, 1])
         # oneDNN runs each block of the MLP-only stages once per slab (2 images: 2 x 256 stage-1
         # tokens, 2 x 64 in stage 2; lit_ti's 128-wide stage-1 hidden layer gives 5-row slabs).
         slabs = 0
@@ -374,3 +376,75 @@ def test_an_empty_batch_gives_empty_outputs_on_both_paths(tiny_lit, name):
         assert [tuple(o.shape) for o in offsets] == [(0, 8, 8, 8), (0, 8, 4, 4), (0, 8, 2, 2)]
         model.train()
         model(x).sum().backward()
+
+
+def _full_last_block(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model.forward_head(model.forward_features(x))
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_class_token_tail_equals_the_full_last_block(tiny_lit, checkpointing):
+    model = _randomise_offsets(tiny_lit("lit_ti", depths=(1, 1, 2, 2), drop_path_rate=0.5))
+    generator = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.ndim == 1:
+                param.add_(torch.randn(param.shape, generator=generator) * 0.2)
+    model.set_grad_checkpointing(checkpointing)
+    assert model.class_token_tail_applies()
+    x = torch.randn(2, 3, 64, 64, generator=generator)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), _full_last_block(model, x), rtol=1e-5, atol=1e-5)
+        logits, offsets = model.forward_with_offsets(x)
+        torch.testing.assert_close(logits, _full_last_block(model, x), rtol=1e-5, atol=1e-5)
+        assert len(offsets) == 3
+    # Training, stochastic depth included: the same draws give the same logits and gradients.
+    model.train()
+    grads = []
+    for forward in (model, lambda images: _full_last_block(model, images)):
+        model.zero_grad()
+        torch.manual_seed(3)
+        out = forward(x)
+        out.square().mean().backward()
+        grads.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (tail_out, tail_grads), (full_out, full_grads) = grads
+    torch.testing.assert_close(tail_out, full_out, rtol=1e-5, atol=1e-5)
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(tail_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_class_token_tail_computes_less(tiny_lit):
+    model = tiny_lit("lit_ti")
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.fused_attn = False  # FlopCounterMode counts the explicit products, not CPU SDPA
+    assert model.class_token_tail_applies()
+    x = torch.randn(1, 3, 64, 64)
+    counts = []
+    for forward in (model, lambda images: _full_last_block(model, images)):
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            forward(x)
+        counts.append(counter.get_total_flops())
+    last = model.stages[-1].blocks[-1]
+    dim, tokens = last.attn.proj.in_features, 1 + 2 * 2  # a 64 px image leaves a 2 x 2 stage-4 grid
+    hidden = last.mlp.fc1.out_features
+    # The other 4 tokens' queries, attention rows (scores and weighted values), projection and MLP.
+    saved = 2 * (tokens - 1) * (dim * dim + 2 * tokens * dim + dim * dim + 2 * dim * hidden)
+    assert counts[1] - counts[0] == saved
+
+
+def test_class_token_tail_steps_aside_where_it_could_be_noticed(tiny_lit):
+    model = tiny_lit("lit_ti")
+    seen = []
+    handle = model.stages[-1].blocks[-1].mlp.register_forward_hook(lambda m, i, o: seen.append(o.shape[1]))
+    assert not model.class_token_tail_applies()
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    handle.remove()
+    assert seen == [5], "a hook on the last block sees every token"
+    assert model.class_token_tail_applies()
+    assert not set_reference_path(copy.deepcopy(model)).class_token_tail_applies()
+    assert not tiny_lit("lit_s").class_token_tail_applies()  # mean pooling reads every token
+    model.reset_classifier(10, global_pool="avg")
+    assert not model.class_token_tail_applies()
