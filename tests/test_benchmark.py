@@ -66,6 +66,17 @@ def test_flop_count_of_a_linear_layer():
     assert flops == 2 * 8 * 4  # per input row
 
 
+def test_flop_count_includes_cpu_attention():
+    class Attend(torch.nn.Module):
+        def forward(self, q):
+            return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+    heads, tokens, width = 3, 10, 8
+    flops = bench.count_flops(Attend(), torch.randn(2, heads, tokens, width))
+    # Scores and weighted values: two products of tokens x tokens x width per head, per image.
+    assert flops == 2 * 2 * heads * tokens * tokens * width
+
+
 def test_peak_memory_comes_from_a_fresh_process():
     # A big parent must not leak into the worker's figure (Linux's ru_maxrss would: it is
     # inherited across fork and exec).
