@@ -275,38 +275,16 @@ def create_bench_model(name: str, img_size: int, config: BenchmarkConfig) -> nn.
         return timm.create_model(name, **kwargs)
 
 
-def _cpu_sdpa_flop_mapping() -> Dict[Any, Callable[..., int]]:
-    """FlopCounterMode formulas for the CPU flash-attention kernel, which torch leaves uncounted
-    (its formulas cover the CUDA kernels only), so that CPU and CUDA figures count attention alike."""
-    from torch.utils import flop_counter
-
-    aten = torch.ops.aten
-    mapping: Dict[Any, Callable[..., int]] = {}
-    forward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if forward is not None and hasattr(flop_counter, "sdpa_flop_count"):
-
-        def sdpa_forward(query, key, value, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-            return flop_counter.sdpa_flop_count(query, key, value)
-
-        mapping[forward] = sdpa_forward
-    backward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
-    if backward is not None and hasattr(flop_counter, "sdpa_backward_flop_count"):
-
-        def sdpa_backward(grad_out, query, key, value, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-            return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
-
-        mapping[backward] = sdpa_backward
-    return mapping
-
-
 def count_flops(model: nn.Module, example: torch.Tensor) -> float:
     """FLOPs of one forward pass over ``example``, per image (matmuls, convolutions, attention)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from .ops.flops import cpu_attention_flop_formulas
+
     was_training = model.training
     model.eval()
     try:
-        counter = FlopCounterMode(display=False, custom_mapping=_cpu_sdpa_flop_mapping())
+        counter = FlopCounterMode(display=False, custom_mapping=cpu_attention_flop_formulas())
         with torch.no_grad(), counter:
             model(example)
     finally:

@@ -68,6 +68,7 @@ def count_model(name: str, img_size: Union[int, Sequence[int]] = 224) -> Dict[st
     from torch.utils.flop_counter import FlopCounterMode
 
     from .models import MODEL_CONFIGS
+    from .ops.flops import cpu_attention_flop_formulas
 
     if name not in MODEL_CONFIGS:
         raise LitvitError(f"unknown LIT model {name!r}; choose from {', '.join(MODEL_CONFIGS)}")
@@ -80,9 +81,12 @@ def count_model(name: str, img_size: Union[int, Sequence[int]] = 224) -> Dict[st
     head = sum(p.numel() for p in model.get_classifier().parameters())
 
     grid_sampler = torch.ops.aten.grid_sampler_2d
-    counter = FlopCounterMode(display=False, custom_mapping={grid_sampler: grid_sample_flop})
+    formulas = {**cpu_attention_flop_formulas(), grid_sampler: grid_sample_flop}
+    counter = FlopCounterMode(display=False, custom_mapping=formulas)
     with torch.no_grad(), counter:
-        model(torch.zeros(1, 3, height, width))
+        # The whole architecture, as the paper counts it: forward() would skip the last block's
+        # non-class tokens, which the classifier never reads (LIT.class_token_tail_applies).
+        model.forward_head(model.forward_features(torch.zeros(1, 3, height, width)))
     counts = counter.get_flop_counts()
     by_op = {str(op).replace("aten.", ""): flops / 2e9 for op, flops in counts["Global"].items()}
     sampling = counts["Global"].get(grid_sampler, 0) / 2e9
