@@ -11,8 +11,8 @@ one block's attention matrix (``batch x heads x N x N`` elements, N the stage-3 
     python benchmarks/attention_memory.py --device cuda --precision bfloat16 --json out.json
 
 Two memory figures per path, each the forward pass's peak above what the model and input
-already hold: ``live``, the peak of the tensors alive at once, counted tensor by tensor (the
-same on every device); and the device's own peak: the CUDA allocator's, or on CPU the peak
+already hold: ``live``, the peak of the tensors alive at once, counted storage by storage at
+every op (``litvit.benchmark.live_tensor_peak_bytes``; the same on every device); and the device's own peak: the CUDA allocator's, or on CPU the peak
 resident set (VmHWM), which also counts malloc's free lists and runtime buffers and so is an
 upper bound. The verdict uses the allocator's peak on CUDA and the live peak on CPU.
 """
@@ -24,12 +24,12 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import torch
 
 import litvit
-from litvit.benchmark import PRECISIONS, _current_rss_mb, _max_rss_mb, tune_cpu_malloc
+from litvit.benchmark import PRECISIONS, _current_rss_mb, _max_rss_mb, live_tensor_peak_bytes, tune_cpu_malloc
 from litvit.models import MODEL_CONFIGS
 from litvit.models.lit import Attention
 
@@ -103,22 +103,9 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
-def live_activation_peak_mb(model: torch.nn.Module, x: torch.Tensor, forward) -> Optional[float]:
-    """Peak of the tensors alive during ``forward`` other than parameters, buffers and input.
-
-    Counted tensor by tensor (``torch.distributed._tools.mem_tracker``), so it is the same on
-    every device and free of allocator slack; None where that tool is missing (torch < 2.5).
-    """
-    try:
-        from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
-    except ImportError:
-        return None
-    tracker = MemTracker()
-    tracker.track_external(model, x)
-    with tracker:
-        forward()
-    peak = tracker.get_tracker_snapshot("peak")
-    return sum(d.get(_MemRefType.ACT, 0) + d.get(_MemRefType.TEMP, 0) for d in peak.values()) / 2**20
+def live_activation_peak_mb(model: torch.nn.Module, x: torch.Tensor, forward) -> float:
+    """Peak of the tensors alive during ``forward`` other than parameters, buffers and input."""
+    return live_tensor_peak_bytes(forward) / 2**20
 
 
 def run_path(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -179,13 +166,12 @@ def main(argv: List[str] = None) -> int:
             print(f"{r['path']:10s} failed: {r['error']}")
             continue
         live = r["live_mb"]
-        live_cols = f"{live:9.0f} {live / matrix_mb:9.2f}" if live is not None else f"{'-':>9s} {'-':>9s}"
-        print(f"{r['path']:10s} {live_cols} {r['peak_mb']:13.0f} {r['peak_mb'] / matrix_mb:9.2f} {r['ms']:9.0f}")
+        print(f"{r['path']:10s} {live:9.0f} {live / matrix_mb:9.2f} {r['peak_mb']:13.0f} {r['peak_mb'] / matrix_mb:9.2f} {r['ms']:9.0f}")
     fast = next((r for r in results if r["path"] == "fast" and r["peak_mb"] is not None), None)
     if fast is not None:
         # On CUDA the allocator's peak is the measure; on CPU the resident set also counts
         # malloc's free lists and runtime buffers, so the live-tensor peak is the comparable one.
-        measure = fast["peak_mb"] if args.device.startswith("cuda") or fast["live_mb"] is None else fast["live_mb"]
+        measure = fast["peak_mb"] if args.device.startswith("cuda") else fast["live_mb"]
         verdict = "met" if measure <= 0.5 * matrix_mb else "not met"
         print(f"target (fast-path inference memory <= half the attention matrix): {verdict} ({measure / matrix_mb:.2f})")
     if args.json:

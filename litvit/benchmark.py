@@ -56,6 +56,7 @@ __all__ = [
     "write_csv",
     "plot_sweep",
     "tune_cpu_malloc",
+    "live_tensor_peak_bytes",
     "RESULT_FIELDS",
 ]
 
@@ -426,6 +427,52 @@ def _current_rss_mb() -> float:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
         return _max_rss_mb()
+
+
+class _LiveTensorBytes(torch.utils._python_dispatch.TorchDispatchMode):
+    """Sum of the storages that ops have created and that are still alive, and its peak."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torch.multiprocessing.reductions import StorageWeakRef
+
+        self._weak_ref = StorageWeakRef
+        self.live: Dict[Any, int] = {}
+        self.current = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for ref in [ref for ref in self.live if ref.expired()]:
+            self.current -= self.live.pop(ref)
+        # Views and in-place results share an input's storage, which is either counted already
+        # or existed before (a parameter, the input): only new storages count.
+        inputs = {self._weak_ref(t.untyped_storage()) for t in _tensor_leaves((args, kwargs))}
+        for t in _tensor_leaves(out):
+            storage = t.untyped_storage()
+            ref = self._weak_ref(storage)
+            if ref not in inputs and ref not in self.live:
+                self.live[ref] = storage.nbytes()
+                self.current += storage.nbytes()
+        self.peak = max(self.peak, self.current)
+        return out
+
+
+def _tensor_leaves(tree: Any) -> List[torch.Tensor]:
+    return [t for t in torch.utils._pytree.tree_leaves(tree) if isinstance(t, torch.Tensor) and not t.is_meta]
+
+
+def live_tensor_peak_bytes(fn: Callable[[], Any]) -> int:
+    """Peak bytes of the tensors that ``fn``'s ops create and hold at once.
+
+    Counted storage by storage at every op, so it is the same on every device and free of
+    allocator slack; tensors that existed before (parameters, the input) are not counted, nor
+    are an op's internal workspaces. Unlike ``torch.distributed._tools.mem_tracker`` it
+    installs no module hooks, so code paths that step aside for hooks run as they would
+    untracked.
+    """
+    with _LiveTensorBytes() as mode:
+        fn()
+    return mode.peak
 
 
 def _max_rss_mb() -> float:

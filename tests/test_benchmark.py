@@ -266,3 +266,17 @@ def test_cpu_rounds_run_untimed_until_the_heap_stops_growing(monkeypatch):
 
     (result,) = bench.run_benchmark(_config(modes=["inference"], warmup=0), log=None)["results"]
     assert result["settle_rounds"] is None  # no warm-up asked for: none at all
+
+
+def test_live_tensor_peak_counts_storages_alive_at_once():
+    before = torch.ones(10_000)  # existed before: not counted
+
+    def fn() -> None:
+        a = torch.ones(1000)  # 4000 bytes
+        b = torch.ones(2000, dtype=torch.float64)  # 16000 bytes
+        a.view(10, 100).add_(before[:1000].view(10, 100))  # a view and an in-place op: no new storage
+        del a
+        c = b[:500].float()  # 2000 bytes, beside b but after a was freed
+        del b, c
+
+    assert bench.live_tensor_peak_bytes(fn) == 4000 + 16000
