@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from litvit.benchmark import live_tensor_peak_bytes
 from litvit.models import set_reference_path
 from litvit.models import lit
 from litvit.models.lit import Attention, DeformableTokenMerging
@@ -448,3 +449,69 @@ def test_class_token_tail_steps_aside_where_it_could_be_noticed(tiny_lit):
     assert not tiny_lit("lit_s").class_token_tail_applies()  # mean pooling reads every token
     model.reset_classifier(10, global_pool="avg")
     assert not model.class_token_tail_applies()
+
+
+def _spy_inplace_mlp(monkeypatch) -> list:
+    """Record every verdict of inplace_mlp_applies."""
+    verdicts = []
+    applies = lit.inplace_mlp_applies
+    monkeypatch.setattr(lit, "inplace_mlp_applies", lambda *a: verdicts.append(applies(*a)) or verdicts[-1])
+    return verdicts
+
+
+@pytest.mark.parametrize("name", ["lit_ti", "lit_s"])
+def test_inplace_mlp_equals_the_module_form_under_autocast(tiny_lit, name, monkeypatch):
+    # CPU autocast takes the path of GPU inference: the fused CPU path needs plain float32.
+    model = _randomise_offsets(tiny_lit(name))
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    verdicts = _spy_inplace_mlp(monkeypatch)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = model(x)
+        assert verdicts and all(verdicts)  # every block took it
+        monkeypatch.setattr(lit, "inplace_mlp_applies", lambda *a: False)
+        modules = model(x)
+    # The same ops on the same values, only the GELU writes over its input: bit for bit equal.
+    assert torch.equal(fast, modules)
+
+
+def test_inplace_mlp_steps_aside_where_it_could_be_noticed(tiny_lit, monkeypatch):
+    model = tiny_lit("lit_s")
+    x = torch.randn(1, 3, 64, 64)
+    verdicts = _spy_inplace_mlp(monkeypatch)
+    model(x)  # autograd on: fc1's output is saved for GELU's backward
+    model.train()
+    with torch.no_grad():
+        model(x)  # dropout and drop path act in training mode
+    assert verdicts and not any(verdicts)
+    verdicts.clear()
+    model.eval()
+    fc1 = model.stages[2].blocks[0].mlp.fc1
+    seen = []
+    handle = fc1.register_forward_hook(lambda module, args, out: seen.append((args[0].clone(), out)))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+        handle.remove()
+        # The hooked fc1 keeps its output: what the hook holds is still fc1's product, not its GELU.
+        ((hooked_in, hooked_out),) = seen
+        assert torch.equal(hooked_out, fc1(hooked_in))
+    assert verdicts.count(False) == 1 and verdicts.count(True) == len(verdicts) - 1
+
+
+def test_inplace_mlp_lowers_the_inference_peak(monkeypatch):
+    block = lit.Block(dim=32, num_heads=1, mlp_ratio=4, use_attn=False).eval()
+    x = torch.randn(2, 4096, 32)
+
+    def live_peak() -> int:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return live_tensor_peak_bytes(lambda: block(x, (64, 64)))
+
+    monkeypatch.setattr(lit, "fused_mlp_applies", lambda *a, **kw: False)  # as on a GPU
+    verdicts = _spy_inplace_mlp(monkeypatch)
+    inplace = live_peak()
+    assert verdicts == [True]
+    monkeypatch.setattr(lit, "inplace_mlp_applies", lambda *a: False)
+    modules = live_peak()
+    hidden_bytes = x.shape[0] * x.shape[1] * 128 * 2  # one bfloat16 hidden activation
+    # GELU's output is gone; the new peak is while fc1 runs, when the bfloat16 copy of its input
+    # (a quarter of a hidden activation here) is alive too.
+    assert modules - inplace >= 0.7 * hidden_bytes

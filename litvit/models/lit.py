@@ -420,6 +420,12 @@ class Block(nn.Module):
             x = x + self.drop_path(self.attn(self.norm1(x), grid))
         if fused_mlp_applies((self,), x, whole_blocks=False):
             return fused_mlp_inference((self,), x)
+        if inplace_mlp_applies(self):
+            # Inference on any device, autocast included: GELU overwrites fc1's output, and the
+            # normalised tokens are released when fc1 returns rather than after fc2. At detection
+            # resolutions the stage-1 MLPs hold the largest activations of a forward pass.
+            hidden = self.mlp.fc1(self.norm2(x))
+            return x + self.mlp.fc2(torch.ops.aten.gelu_(hidden))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -461,22 +467,43 @@ def fused_mlp_applies(blocks: Sequence[Block], x: torch.Tensor, whole_blocks: bo
     if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
         return False
     for block in blocks:
-        mlp = block.mlp
-        standard = (
-            type(block.norm2) is nn.LayerNorm
-            and type(mlp) is Mlp
-            and type(mlp.fc1) is nn.Linear
-            and type(mlp.fc2) is nn.Linear
-            and type(mlp.act) is nn.GELU
-            and mlp.act.approximate == "none"
-            and isinstance(mlp.norm, nn.Identity)
-        )
-        if block.training or block.use_reference or not standard:
+        if not _standard_eval_mlp(block):
             return False
-        skipped = [block.norm2, block.drop_path, *mlp.modules()]
+        skipped = [block.norm2, block.drop_path, *block.mlp.modules()]
         if _has_hooks(skipped) or (whole_blocks and _has_hooks((block,))):
             return False
     return True
+
+
+def _standard_eval_mlp(block: Block) -> bool:
+    """Block in eval mode, on the fast path, with the MLP residual LayerNorm -> Linear -> GELU -> Linear."""
+    mlp = block.mlp
+    standard = (
+        type(block.norm2) is nn.LayerNorm
+        and type(mlp) is Mlp
+        and type(mlp.fc1) is nn.Linear
+        and type(mlp.fc2) is nn.Linear
+        and type(mlp.act) is nn.GELU
+        and mlp.act.approximate == "none"
+        and isinstance(mlp.norm, nn.Identity)
+    )
+    return standard and not block.training and not block.use_reference
+
+
+def inplace_mlp_applies(block: Block) -> bool:
+    """Whether :meth:`Block.forward` may run its MLP residual with GELU in place.
+
+    For inference without autograd on any device and under autocast; not under graph capture
+    (exported and compiled graphs keep the modules' form). fc1's output is overwritten, so
+    neither it nor the skipped modules (the MLP itself, its activation, dropouts and drop
+    path) may carry hooks that could hold on to it; norm2, fc1 and fc2 still run as modules.
+    """
+    if torch.is_grad_enabled() or graph_capture_active() or not _standard_eval_mlp(block):
+        return False
+    mlp = block.mlp
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return False
+    return not _has_hooks((block.drop_path, mlp, mlp.fc1, mlp.act, mlp.drop1, mlp.drop2))
 
 
 def fused_mlp_inference(
