@@ -12,9 +12,9 @@ one block's attention matrix (``batch x heads x N x N`` elements, N the stage-3 
 
 Two memory figures per path, each the forward pass's peak above what the model and input
 already hold: ``live``, the peak of the tensors alive at once, counted storage by storage at
-every op (``litvit.benchmark.live_tensor_peak_bytes``; the same on every device); and the device's own peak: the CUDA allocator's, or on CPU the peak
-resident set (VmHWM), which also counts malloc's free lists and runtime buffers and so is an
-upper bound. The verdict uses the allocator's peak on CUDA and the live peak on CPU.
+every op (``litvit.benchmark.live_tensor_peak_bytes``; the same on every device); and the
+device's own peak: the CUDA allocator's, or on CPU the peak resident set (VmHWM), which also
+counts malloc's free lists and runtime buffers and so is an upper bound. The verdict uses the allocator's peak on CUDA and the live peak on CPU.
 """
 from __future__ import annotations
 
