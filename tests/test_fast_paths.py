@@ -72,12 +72,21 @@ def test_blocked_attention_equals_the_one_call_form(monkeypatch):
     calls = []
     blocked_sdpa = attn.blocked_sdpa
     monkeypatch.setattr(attn, "blocked_sdpa", lambda *a: calls.append(a[-1]) or blocked_sdpa(*a))
+    masks = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    record = lambda *a, **kw: masks.append(kw["attn_mask"]) or sdpa(*a, **kw)  # noqa: E731
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", record)
     with torch.inference_mode():
         fast = attn(x, (5, 7))
         attn.fused_attn = False
         reference = attn(x, (5, 7))
     assert calls == [14]
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+    # Each block's bias is a view into one buffer whose rows are padded from 35 to 48 elements,
+    # the alignment CUDA's memory-efficient kernel would otherwise copy the mask into.
+    assert [m.shape[2] for m in masks] == [14, 14, 7]
+    assert all(m.shape[-1] == 35 and m.stride(2) == 48 and m.stride(1) % 16 == 0 for m in masks)
+    assert len({m.untyped_storage().data_ptr() for m in masks}) == 1
 
 
 def test_attention_blocks_queries_only_when_no_gradient_is_needed(monkeypatch):

@@ -211,6 +211,9 @@ def resize_rel_pos_table(table: torch.Tensor, src_grid: Tuple[int, int], dst_gri
 # at 2^25, peak memory 271 -> 291 MB; benchmarks/RESULTS.md section 6).
 BIAS_BLOCK_ELEMENTS = 1 << 23
 BIAS_BLOCK_ELEMENTS_CUDA = 1 << 25
+# Row stride of those blocks, in elements: the alignment CUDA's memory-efficient attention
+# wants of a mask (4200 tokens are not a multiple of it; 4208 are).
+BIAS_ROW_ALIGNMENT = 16
 
 
 class Attention(nn.Module):
@@ -309,11 +312,18 @@ class Attention(nn.Module):
         k, v = k.flip(2), v.flip(2)
         out = torch.empty_like(q)
         step = max(1, rows // width)
+        # One buffer for every block's bias, its rows padded to BIAS_ROW_ALIGNMENT elements: CUDA's
+        # memory-efficient kernel copies a mask with unaligned rows into a padded one, which
+        # doubled the bias memory; and the windows are copied straight in, with no reshaped
+        # intermediate.
+        padded = -(-num_tokens // BIAS_ROW_ALIGNMENT) * BIAS_ROW_ALIGNMENT
+        buffer = q.new_empty(self.num_heads, min(step, height) * width, padded)
         for y in range(0, height, step):
             y_end = min(y + step, height)
-            bias = windows[:, y:y_end].reshape(1, self.num_heads, (y_end - y) * width, num_tokens)
+            bias = buffer[:, : (y_end - y) * width, :num_tokens]
+            bias.unflatten(2, (height, width)).unflatten(1, (y_end - y, width)).copy_(windows[:, y:y_end])
             out[:, :, y * width : y_end * width] = F.scaled_dot_product_attention(
-                q[:, :, y * width : y_end * width], k, v, attn_mask=bias
+                q[:, :, y * width : y_end * width], k, v, attn_mask=bias.unsqueeze(0)
             )
         return out
 
