@@ -458,7 +458,9 @@ class _LiveTensorBytes(torch.utils._python_dispatch.TorchDispatchMode):
 
 
 def _tensor_leaves(tree: Any) -> List[torch.Tensor]:
-    return [t for t in torch.utils._pytree.tree_leaves(tree) if isinstance(t, torch.Tensor) and not t.is_meta]
+    leaves = torch.utils._pytree.tree_leaves(tree)
+    # Sparse and nested tensors have no single storage to count; meta tensors have no memory.
+    return [t for t in leaves if isinstance(t, torch.Tensor) and t.layout == torch.strided and not t.is_meta]
 
 
 def live_tensor_peak_bytes(fn: Callable[[], Any]) -> int:
