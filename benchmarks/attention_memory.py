@@ -14,7 +14,8 @@ Two memory figures per path, each the forward pass's peak above what the model a
 already hold: ``live``, the peak of the tensors alive at once, counted storage by storage at
 every op (``litvit.benchmark.live_tensor_peak_bytes``; the same on every device); and the
 device's own peak: the CUDA allocator's, or on CPU the peak resident set (VmHWM), which also
-counts malloc's free lists and runtime buffers and so is an upper bound. The verdict uses the allocator's peak on CUDA and the live peak on CPU.
+counts malloc's free lists and runtime buffers and so is an upper bound. The verdict uses the
+allocator's peak on CUDA and the live peak on CPU.
 """
 from __future__ import annotations
 
@@ -98,14 +99,9 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     return {
         "path": spec["path"],
         "peak_mb": peak - base,
-        "live_mb": live_activation_peak_mb(model, x, forward),
+        "live_mb": live_tensor_peak_bytes(forward) / 2**20,  # above parameters, buffers and input
         "ms": 1e3 * statistics.median(times[1:]),
     }
-
-
-def live_activation_peak_mb(model: torch.nn.Module, x: torch.Tensor, forward) -> float:
-    """Peak of the tensors alive during ``forward`` other than parameters, buffers and input."""
-    return live_tensor_peak_bytes(forward) / 2**20
 
 
 def run_path(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -165,8 +161,8 @@ def main(argv: List[str] = None) -> int:
         if r["peak_mb"] is None:
             print(f"{r['path']:10s} failed: {r['error']}")
             continue
-        live = r["live_mb"]
-        print(f"{r['path']:10s} {live:9.0f} {live / matrix_mb:9.2f} {r['peak_mb']:13.0f} {r['peak_mb'] / matrix_mb:9.2f} {r['ms']:9.0f}")
+        live, peak = r["live_mb"], r["peak_mb"]
+        print(f"{r['path']:10s} {live:9.0f} {live / matrix_mb:9.2f} {peak:13.0f} {peak / matrix_mb:9.2f} {r['ms']:9.0f}")
     fast = next((r for r in results if r["path"] == "fast" and r["peak_mb"] is not None), None)
     if fast is not None:
         # On CUDA the allocator's peak is the measure; on CPU the resident set also counts

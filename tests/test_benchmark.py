@@ -196,8 +196,6 @@ def test_attention_memory_sizes_the_largest_attention_matrix():
 
 
 def test_attention_memory_live_peak_counts_the_materialised_matrix():
-    pytest.importorskip("torch.distributed._tools.mem_tracker", reason="needs torch >= 2.5")
-    script = _load_script("attention_memory")
     model = litvit.create_model("lit_s", embed_dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), num_heads=(1, 2, 12, 16))
     model.eval()
     x = torch.randn(1, 3, 128, 192)
@@ -206,9 +204,9 @@ def test_attention_memory_live_peak_counts_the_materialised_matrix():
         with torch.inference_mode():
             model(x)
 
-    fast = script.live_activation_peak_mb(model, x, forward)
+    fast = bench.live_tensor_peak_bytes(forward) / 2**20
     litvit.models.set_reference_path(model)
-    reference = script.live_activation_peak_mb(model, x, forward)
+    reference = bench.live_tensor_peak_bytes(forward) / 2**20
     # The reference path holds stage 3's 12 x 96 x 96 attention matrix (and its bias); SDPA does not.
     matrix_mb = 12 * 96**2 * 4 / 2**20
     assert reference - fast > matrix_mb

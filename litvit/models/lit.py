@@ -114,9 +114,7 @@ class DeformableTokenMerging(nn.Module):
             return False
         if type(act) is not nn.GELU or act.approximate != "none" or type(norm) is not nn.BatchNorm2d:
             return False
-        if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
-            return False
-        return not _has_hooks((norm, act))
+        return not _global_module_hooks() and not _has_hooks((norm, act))
 
     def folded_projection(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """The deformable kernel as a ``C_out x C*4`` matrix and a bias, with eval-mode BatchNorm
@@ -456,6 +454,11 @@ def _autocast_enabled(device_type: str) -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
+def _global_module_hooks() -> bool:
+    # Global module hooks (FlopCounterMode's module tracker, for one) would miss the skipped calls.
+    return bool(nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+
+
 def _has_hooks(modules: Iterable[nn.Module]) -> bool:
     return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
@@ -473,8 +476,7 @@ def fused_mlp_applies(blocks: Sequence[Block], x: torch.Tensor, whole_blocks: bo
         return False
     if not x.is_floating_point() or _autocast_enabled("cpu"):
         return False
-    # Global module hooks (FlopCounterMode's module tracker, for one) would miss the skipped calls.
-    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+    if _global_module_hooks():
         return False
     for block in blocks:
         if not _standard_eval_mlp(block):
@@ -511,9 +513,7 @@ def inplace_mlp_applies(block: Block) -> bool:
     if torch.is_grad_enabled() or graph_capture_active() or not _standard_eval_mlp(block):
         return False
     mlp = block.mlp
-    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
-        return False
-    return not _has_hooks((block.drop_path, mlp, mlp.fc1, mlp.act, mlp.drop1, mlp.drop2))
+    return not _global_module_hooks() and not _has_hooks((block.drop_path, mlp, mlp.fc1, mlp.act, mlp.drop1, mlp.drop2))
 
 
 def fused_mlp_inference(
