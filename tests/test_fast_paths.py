@@ -95,9 +95,34 @@ def test_attention_blocks_queries_only_when_no_gradient_is_needed(monkeypatch):
     q = torch.randn(1, 5, 35, 8)
     with torch.no_grad():
         assert attn.query_block_rows(q, 35) == 2
+        assert Attention(40, 1, rel_pos_grid=(4, 4)).query_block_rows(q, 10) == 10  # one block
     # Under autograd the bias table needs a gradient: one call, whose bias autograd keeps anyway.
-    assert attn.query_block_rows(q, 35) == 35
-    assert Attention(40, 5).query_block_rows(q, 35) == 35  # no bias: SDPA needs no blocking
+    assert attn.query_block_rows(q, 35) is None
+    assert Attention(40, 5).query_block_rows(q, 35) is None  # no bias: SDPA needs no blocking
+
+
+def test_inference_bias_is_built_once_in_the_compute_dtype(monkeypatch):
+    # A bias that fits one block still goes through the padded buffer in inference: built from the
+    # table cast to the compute dtype, never as a float32 N x N tensor followed by its cast.
+    torch.manual_seed(0)
+    attn = Attention(32, 4, rel_pos_grid=(16, 16)).eval()
+    x = torch.randn(1, 256, 32)
+    masks = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    record = lambda *a, **kw: masks.append(kw["attn_mask"]) or sdpa(*a, **kw)  # noqa: E731
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", record)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = attn(x, (16, 16))
+        peak = live_tensor_peak_bytes(lambda: attn(x, (16, 16)))
+    assert len(masks) == 2 and masks[0].dtype == torch.bfloat16 and masks[0].shape == (1, 4, 256, 256)
+    assert masks[0].stride(2) == 256 and masks[0].stride(1) % 16 == 0
+    bf16_bias = 4 * 256 * 256 * 2
+    # The old form held the bias in float32 (2 bf16_bias) and its bfloat16 copy at once.
+    assert bf16_bias <= peak < 2 * bf16_bias
+    attn.fused_attn = False
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = attn(x, (16, 16))
+    assert _rel_err(fast.float(), reference.float()) < 2e-2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -264,8 +264,9 @@ class Attention(nn.Module):
         bias = table[index.reshape(-1)].reshape(num_tokens, num_tokens, -1)
         return bias.permute(2, 0, 1).unsqueeze(0)
 
-    def query_block_rows(self, q: torch.Tensor, num_tokens: int) -> int:
-        """How many query rows one biased SDPA call takes; ``num_tokens`` means no blocking.
+    def query_block_rows(self, q: torch.Tensor, num_tokens: int) -> Optional[int]:
+        """How many query rows one biased SDPA call takes in inference (``num_tokens`` when the
+        whole bias fits one block), or None where the bias is built whole by the one-call form.
 
         Blocking applies to inference only: under autograd every block's bias would be kept for
         the backward pass, which saves nothing. Exported and compiled graphs keep the one-call
@@ -273,9 +274,9 @@ class Attention(nn.Module):
         """
         table = self.relative_position_bias_table
         if table is None or is_exporting() or torch.compiler.is_compiling():
-            return num_tokens
+            return None
         if torch.is_grad_enabled() and (q.requires_grad or table.requires_grad):
-            return num_tokens
+            return None
         budget = BIAS_BLOCK_ELEMENTS_CUDA if q.is_cuda else BIAS_BLOCK_ELEMENTS
         return min(num_tokens, max(1, budget // (self.num_heads * num_tokens)))
 
@@ -301,28 +302,33 @@ class Attention(nn.Module):
         """SDPA with the relative position bias, about ``rows`` queries (whole grid rows) at a time.
 
         Attention rows are independent, so this equals the one-call form while holding only a
-        ``heads x rows x N`` slice of the bias.
+        ``heads x rows x N`` slice of the bias. For inference only (the bias gets no gradient).
         """
         height, width = grid
         num_tokens = q.shape[2]
         self._check_grid(grid, num_tokens)
+        # The table is cast before its windows are copied out: casting the built bias would hold
+        # it twice (under bfloat16 autocast, LIT-S's whole stage-4 bias at 800 x 1344 was a 101 MB
+        # float32 copy beside its 50 MB cast, the model's memory peak).
         windows = self.reversed_key_bias(grid, q.dtype)
         k, v = k.flip(2), v.flip(2)
-        out = torch.empty_like(q)
         step = max(1, rows // width)
+        blocks = [(y, min(y + step, height)) for y in range(0, height, step)]
+        out = torch.empty_like(q) if len(blocks) > 1 else None
         # One buffer for every block's bias, its rows padded to BIAS_ROW_ALIGNMENT elements: CUDA's
         # memory-efficient kernel copies a mask with unaligned rows into a padded one, which
         # doubled the bias memory; and the windows are copied straight in, with no reshaped
         # intermediate.
         padded = -(-num_tokens // BIAS_ROW_ALIGNMENT) * BIAS_ROW_ALIGNMENT
         buffer = q.new_empty(self.num_heads, min(step, height) * width, padded)
-        for y in range(0, height, step):
-            y_end = min(y + step, height)
+        for y, y_end in blocks:
             bias = buffer[:, : (y_end - y) * width, :num_tokens]
             bias.unflatten(2, (height, width)).unflatten(1, (y_end - y, width)).copy_(windows[:, y:y_end])
-            out[:, :, y * width : y_end * width] = F.scaled_dot_product_attention(
-                q[:, :, y * width : y_end * width], k, v, attn_mask=bias.unsqueeze(0)
-            )
+            queries = q[:, :, y * width : y_end * width]
+            block_out = F.scaled_dot_product_attention(queries, k, v, attn_mask=bias.unsqueeze(0))
+            if out is None:
+                return block_out
+            out[:, :, y * width : y_end * width] = block_out
         return out
 
     def attention_probs(self, q: torch.Tensor, k: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -360,8 +366,8 @@ class Attention(nn.Module):
         attn = None
         use_sdpa = self.fused_attn and not return_attn
         dropout_p = self.attn_drop.p if self.training else 0.0
-        rows = self.query_block_rows(q, num_tokens) if use_sdpa and dropout_p == 0.0 else num_tokens
-        if rows < num_tokens:
+        rows = self.query_block_rows(q, num_tokens) if use_sdpa and dropout_p == 0.0 else None
+        if rows is not None:
             x = self.blocked_sdpa(q, k, v, grid, rows)
         else:
             if use_sdpa and self.relative_position_bias_table is not None and not is_exporting():
