@@ -30,7 +30,14 @@ from typing import Any, Dict, List
 import torch
 
 import litvit
-from litvit.benchmark import PRECISIONS, _current_rss_mb, _max_rss_mb, live_tensor_peak_bytes, tune_cpu_malloc
+from litvit.benchmark import (
+    PRECISIONS,
+    _current_rss_mb,
+    _max_rss_mb,
+    live_tensor_peak,
+    live_tensor_peak_bytes,
+    tune_cpu_malloc,
+)
 from litvit.models import MODEL_CONFIGS
 from litvit.models.lit import Attention
 
@@ -96,12 +103,18 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         forward()
         times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _max_rss_mb()
-    return {
-        "path": spec["path"],
-        "peak_mb": peak - base,
-        "live_mb": live_tensor_peak_bytes(forward) / 2**20,  # above parameters, buffers and input
-        "ms": 1e3 * statistics.median(times[1:]),
-    }
+    result = {"path": spec["path"], "peak_mb": peak - base, "ms": 1e3 * statistics.median(times[1:])}
+    # Above parameters, buffers and input.
+    if spec.get("where"):
+        live, storages = live_tensor_peak(forward, model)
+        result["at_live_peak"] = [
+            {"mb": s.nbytes / 2**20, "module": s.module, "op": s.op, "shape": list(s.shape), "dtype": str(s.dtype)}
+            for s in storages[: spec["where"]]
+        ]
+    else:
+        live = live_tensor_peak_bytes(forward)
+    result["live_mb"] = live / 2**20
+    return result
 
 
 def run_path(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -131,6 +144,14 @@ def main(argv: List[str] = None) -> int:
         help="CPU: keep freed memory in the process (faster, as litvit benchmark does, but the peak "
         "resident set then also counts reused free blocks)",
     )
+    parser.add_argument(
+        "--where",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also list the N largest tensors alive at each path's live peak, with the module and op "
+        "that made them (slower)",
+    )
     parser.add_argument("--json", help="write the results to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -147,6 +168,7 @@ def main(argv: List[str] = None) -> int:
     spec = dict(
         model=args.model, height=height, width=width, batch=args.batch_size, device=args.device,
         precision=args.precision, threads=args.threads, repeats=args.repeats, tune_malloc=args.tune_malloc,
+        where=args.where,
     )
     results = [run_path({**spec, "path": path}) for path in args.paths]
 
@@ -163,6 +185,12 @@ def main(argv: List[str] = None) -> int:
             continue
         live, peak = r["live_mb"], r["peak_mb"]
         print(f"{r['path']:10s} {live:9.0f} {live / matrix_mb:9.2f} {peak:13.0f} {peak / matrix_mb:9.2f} {r['ms']:9.0f}")
+    for r in results:
+        if r.get("at_live_peak"):
+            print(f"{r['path']} path, the largest tensors alive at its live peak:")
+            for s in r["at_live_peak"]:
+                shape = "x".join(map(str, s["shape"]))
+                print(f"  {s['mb']:8.1f} MB  {s['module'] or '(top level)':28s} {s['op']:28s} {shape} {s['dtype']}")
     fast = next((r for r in results if r["path"] == "fast" and r["peak_mb"] is not None), None)
     if fast is not None:
         # On CUDA the allocator's peak is the measure; on CPU the resident set also counts

@@ -57,6 +57,8 @@ __all__ = [
     "plot_sweep",
     "tune_cpu_malloc",
     "live_tensor_peak_bytes",
+    "live_tensor_peak",
+    "LiveStorage",
     "RESULT_FIELDS",
 ]
 
@@ -429,21 +431,41 @@ def _current_rss_mb() -> float:
         return _max_rss_mb()
 
 
-class _LiveTensorBytes(torch.utils._python_dispatch.TorchDispatchMode):
-    """Sum of the storages that ops have created and that are still alive, and its peak."""
+@dataclass(frozen=True)
+class LiveStorage:
+    """One storage alive at the live-tensor peak: its size and what made it."""
 
-    def __init__(self) -> None:
+    nbytes: int
+    op: str  # the ATen op that returned it, e.g. "aten.linear.default"
+    shape: Tuple[int, ...]  # of the tensor that op returned
+    dtype: torch.dtype
+    module: str  # qualified name of the innermost module that was running ("" outside any)
+
+
+class _LiveTensorBytes(torch.utils._python_dispatch.TorchDispatchMode):
+    """Sum of the storages that ops have created and that are still alive, and its peak.
+
+    With ``module_names`` (``id(module) -> qualified name``) it also notes where each storage
+    came from and keeps the list of storages alive at the peak.
+    """
+
+    def __init__(self, module_names: Optional[Dict[int, str]] = None) -> None:
         super().__init__()
         from torch.multiprocessing.reductions import StorageWeakRef
 
         self._weak_ref = StorageWeakRef
         self.live: Dict[Any, int] = {}
         self.current = self.peak = 0
+        self._module_names = module_names
+        self._origin: Dict[Any, Tuple[str, Tuple[int, ...], torch.dtype, str]] = {}
+        self.at_peak: List[LiveStorage] = []
+        self.module_stack: List[str] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for ref in [ref for ref in self.live if ref.expired()]:
             self.current -= self.live.pop(ref)
+            self._origin.pop(ref, None)
         # Views and in-place results share an input's storage, which is either counted already
         # or existed before (a parameter, the input): only new storages count.
         inputs = {self._weak_ref(t.untyped_storage()) for t in _tensor_leaves((args, kwargs))}
@@ -453,8 +475,16 @@ class _LiveTensorBytes(torch.utils._python_dispatch.TorchDispatchMode):
             if ref not in inputs and ref not in self.live:
                 self.live[ref] = storage.nbytes()
                 self.current += storage.nbytes()
-        self.peak = max(self.peak, self.current)
+                if self._module_names is not None:
+                    self._origin[ref] = (str(func), tuple(t.shape), t.dtype, self._running_module())
+        if self.current > self.peak:
+            self.peak = self.current
+            if self._module_names is not None:
+                self.at_peak = [LiveStorage(self.live[ref], *self._origin[ref]) for ref in self.live]
         return out
+
+    def _running_module(self) -> str:
+        return self.module_stack[-1] if self.module_stack else ""
 
 
 def _tensor_leaves(tree: Any) -> List[torch.Tensor]:
@@ -475,6 +505,41 @@ def live_tensor_peak_bytes(fn: Callable[[], Any]) -> int:
     with _LiveTensorBytes() as mode:
         fn()
     return mode.peak
+
+
+def live_tensor_peak(fn: Callable[[], Any], model: nn.Module) -> Tuple[int, List[LiveStorage]]:
+    """:func:`live_tensor_peak_bytes`, and the storages alive at that peak, largest first.
+
+    Each storage names the op that made it and the innermost submodule of ``model`` called
+    (through ``module(...)``) around that op; code that calls a module's weights directly, as the
+    fused inference paths do, is named after the module it runs in. Their sizes add up to the
+    peak, which equals :func:`live_tensor_peak_bytes`'s. Slower: it is for finding where memory goes.
+    """
+    names = {id(module): name for name, module in model.named_modules()}
+    mode = _LiveTensorBytes(names)
+    call = nn.Module.__call__
+
+    # Which module runs is tracked by wrapping Module.__call__ for the duration, not with module
+    # hooks: LIT's fast paths step aside when hooks are installed, and the point is to see the
+    # path that runs untracked. (Reading ``self`` off the Python stack would not do either:
+    # ``frame.f_locals`` keeps a frame's locals alive and so moves the peak.)
+    def tracked_call(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        name = names.get(id(module))
+        if name is None:
+            return call(module, *args, **kwargs)
+        mode.module_stack.append(name)
+        try:
+            return call(module, *args, **kwargs)
+        finally:
+            mode.module_stack.pop()
+
+    nn.Module.__call__ = tracked_call
+    try:
+        with mode:
+            fn()
+    finally:
+        nn.Module.__call__ = call
+    return mode.peak, sorted(mode.at_peak, key=lambda s: -s.nbytes)
 
 
 def _max_rss_mb() -> float:

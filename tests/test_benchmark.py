@@ -210,6 +210,11 @@ def test_attention_memory_live_peak_counts_the_materialised_matrix():
     # The reference path holds stage 3's 12 x 96 x 96 attention matrix (and its bias); SDPA does not.
     matrix_mb = 12 * 96**2 * 4 / 2**20
     assert reference - fast > matrix_mb
+    # ... and the breakdown at that peak names the attention module and its N x N tensors.
+    peak, storages = bench.live_tensor_peak(forward, model)
+    assert peak / 2**20 == reference
+    assert storages[0].module == "stages.2.blocks.0.attn" and storages[0].nbytes == 12 * 96**2 * 4
+    assert any(s.shape == (1, 12, 96, 96) for s in storages if s.module == "stages.2.blocks.0.attn")
 
 
 def test_memory_worker_inherits_the_kernel_choices(monkeypatch):
@@ -278,3 +283,15 @@ def test_live_tensor_peak_counts_storages_alive_at_once():
         del b, c
 
     assert bench.live_tensor_peak_bytes(fn) == 4000 + 16000
+
+
+def test_live_tensor_peak_names_the_op_and_module_of_each_storage_at_the_peak():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 512), torch.nn.GELU(), torch.nn.Linear(512, 8)).eval()
+    x = torch.randn(4, 8)
+    with torch.inference_mode():
+        peak, storages = bench.live_tensor_peak(lambda: model(x), model)
+        assert peak == bench.live_tensor_peak_bytes(lambda: model(x))
+    # The peak is while GELU writes its output beside fc1's: two 4 x 512 float32 tensors.
+    assert peak == 2 * 4 * 512 * 4 == sum(s.nbytes for s in storages)
+    assert [(s.module, s.shape, s.dtype) for s in storages] == [("0", (4, 512), torch.float32), ("1", (4, 512), torch.float32)]
+    assert storages[0].op.startswith("aten.") and "gelu" in storages[1].op
