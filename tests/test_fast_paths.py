@@ -549,3 +549,19 @@ def test_inplace_mlp_lowers_the_inference_peak(monkeypatch):
     # GELU's output is gone; the new peak is while fc1 runs, when the bfloat16 copy of its input
     # (a quarter of a hidden activation here) is alive too.
     assert modules - inplace >= 0.7 * hidden_bytes
+
+
+def test_inplace_mlp_frees_the_hidden_activation_before_the_residual_sum(monkeypatch):
+    block = lit.Block(dim=32, num_heads=1, mlp_ratio=4, use_attn=False).eval()
+    x = torch.randn(2, 4096, 32)
+    monkeypatch.setattr(lit, "fused_mlp_applies", lambda *a, **kw: False)  # as on a GPU
+    verdicts = _spy_inplace_mlp(monkeypatch)
+    with torch.no_grad():
+        peak = live_tensor_peak_bytes(lambda: block(x, (64, 64)))
+        expected = x + block.mlp(block.norm2(x))
+        torch.testing.assert_close(block(x, (64, 64)), expected, rtol=0, atol=0)
+    assert verdicts[0] is True
+    hidden_bytes = x.numel() * 4 * 4  # fc1's float32 output
+    # fc1's output and its input (a quarter of it), then fc1's output and fc2's: 1.25 hidden. Were
+    # the hidden activation still alive at the residual sum, the peak would be 1.5.
+    assert peak == 1.25 * hidden_bytes
