@@ -104,7 +104,6 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _max_rss_mb()
     result = {"path": spec["path"], "peak_mb": peak - base, "ms": 1e3 * statistics.median(times[1:])}
-    # Above parameters, buffers and input.
     if spec.get("where"):
         live, storages = live_tensor_peak(forward, model)
         result["at_live_peak"] = [
@@ -113,7 +112,7 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         ]
     else:
         live = live_tensor_peak_bytes(forward)
-    result["live_mb"] = live / 2**20
+    result["live_mb"] = live / 2**20  # above parameters, buffers and input
     return result
 
 

@@ -476,15 +476,13 @@ class _LiveTensorBytes(torch.utils._python_dispatch.TorchDispatchMode):
                 self.live[ref] = storage.nbytes()
                 self.current += storage.nbytes()
                 if self._module_names is not None:
-                    self._origin[ref] = (str(func), tuple(t.shape), t.dtype, self._running_module())
+                    module = self.module_stack[-1] if self.module_stack else ""
+                    self._origin[ref] = (str(func), tuple(t.shape), t.dtype, module)
         if self.current > self.peak:
             self.peak = self.current
             if self._module_names is not None:
                 self.at_peak = [LiveStorage(self.live[ref], *self._origin[ref]) for ref in self.live]
         return out
-
-    def _running_module(self) -> str:
-        return self.module_stack[-1] if self.module_stack else ""
 
 
 def _tensor_leaves(tree: Any) -> List[torch.Tensor]:
