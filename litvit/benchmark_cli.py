@@ -73,7 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available, else cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per model (default 1 on CPU, 10 on CUDA)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats per model, interleaved across models (default 5)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per model, interleaved across models; each repeat starts one model later (default 5)")
     p.add_argument("--steps", type=int, default=None, help="steps per timed repeat (default 1 on CPU, 10 on CUDA)")
     p.add_argument("--matmul-peak", action="store_true",
                    help="also time a plain square matmul in the same precision, once per repeat round, and report "

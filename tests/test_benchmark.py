@@ -147,6 +147,33 @@ def test_custom_runtime_is_used_and_inference_only_runtimes_skip_training():
     assert train["status"] == "skipped" and "cannot train" in train["error"]
 
 
+def test_each_timed_repeat_starts_one_model_later():
+    visits, prepared = [], []
+
+    @bench.register_runtime("test-order", supports_training=False)
+    def prepare(model, example, config, mode):
+        index = len(prepared)  # models are prepared in the order given
+        prepared.append(index)
+
+        def run(x):
+            visits.append(index)
+            return model(x)
+
+        return run
+
+    models = ["lit_ti", "lit_s", "lit_m"]
+    try:
+        report = bench.run_benchmark(
+            _config(models=models, runtime="test-order", modes=["inference"], repeats=3), log=None
+        )
+    finally:
+        del bench.RUNTIMES["test-order"]
+    assert all(r["status"] == "ok" and r["repeats"] == 3 for r in report["results"])
+    timed = visits[-9:]
+    rounds = [timed[i : i + 3] for i in range(0, 9, 3)]
+    assert rounds == [[0, 1, 2], [1, 2, 0], [2, 0, 1]]
+
+
 def test_a_failing_model_is_reported_not_fatal():
     report = bench.run_benchmark(_config(models=["lit_s"], img_sizes=[48]), log=None)  # not a multiple of 32
     assert {r["status"] for r in report["results"]} == {"error"}
