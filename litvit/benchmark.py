@@ -53,6 +53,8 @@ __all__ = [
     "measure_matmul_peak",
     "count_flops",
     "format_table",
+    "format_ratios",
+    "pair_ratios",
     "write_json",
     "write_csv",
     "plot_sweep",
@@ -900,20 +902,38 @@ def format_table(report: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def pair_ratios(report: Dict[str, Any], pairs: Iterable[Tuple[str, str]]) -> List[Dict[str, Any]]:
+    """Images-per-second ratio ``a / b`` for each (a, b) pair, per mode, image size and runtime.
+
+    With a matmul probe in the report each row also has a ``ceiling``: the ratio ``a`` would reach
+    if every FLOP it counts ran at the probe's rate and ``b`` stayed as measured. A ratio far below
+    its ceiling leaves room in ``a``'s implementation; one near it is bounded by the FLOPs.
+    """
+    index = {(r["model"], r["mode"], r["img_size"], r["runtime"]): r for r in report["results"]}
+    rows = []
+    for a, b in pairs:
+        for (model, mode, size, runtime), ra in index.items():
+            rb = index.get((b, mode, size, runtime))
+            if model != a or not (rb and ra["img_per_s"] and rb["img_per_s"]):
+                continue
+            ratio = ra["img_per_s"] / rb["img_per_s"]
+            ceiling = ratio / ra["peak_fraction"] if ra.get("peak_fraction") else None
+            rows.append(dict(a=a, b=b, mode=mode, img_size=size, runtime=runtime, ratio=ratio, ceiling=ceiling))
+    return rows
+
+
 def format_ratios(report: Dict[str, Any], pairs: Iterable[Tuple[str, str]]) -> str:
-    """``a / b`` images-per-second ratios for each (a, b) pair, per mode and image size (and
-    runtime); with several runtimes also each runtime against the first, per model."""
+    """:func:`pair_ratios` as lines of text; with several runtimes also each runtime against the
+    first, per model."""
     index = {(r["model"], r["mode"], r["img_size"], r["runtime"]): r for r in report["results"]}
     runtimes = list(dict.fromkeys(r["runtime"] for r in report["results"]))
     lines = []
-    for a, b in pairs:
-        for (model, mode, size, runtime), ra in index.items():
-            if model != a:
-                continue
-            rb = index.get((b, mode, size, runtime))
-            if rb and ra["img_per_s"] and rb["img_per_s"]:
-                where = f"{mode}, {size}px" + (f", {runtime}" if len(runtimes) > 1 else "")
-                lines.append(f"{a} / {b} ({where}): {ra['img_per_s'] / rb['img_per_s']:.2f}x images/s")
+    for row in pair_ratios(report, pairs):
+        where = f"{row['mode']}, {row['img_size']}px" + (f", {row['runtime']}" if len(runtimes) > 1 else "")
+        line = f"{row['a']} / {row['b']} ({where}): {row['ratio']:.2f}x images/s"
+        if row["ceiling"] is not None:
+            line += f" (ceiling {row['ceiling']:.2f}x: {row['a']} at the matmul peak)"
+        lines.append(line)
     for (model, mode, size, runtime), ra in index.items():
         base = index.get((model, mode, size, runtimes[0]))
         if runtime != runtimes[0] and base and ra["img_per_s"] and base["img_per_s"]:

@@ -87,7 +87,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="extra keyword arguments for every model, as Python literals (e.g. depths=(1,1,1,1))")
     p.add_argument("--ratios", type=_pairs, default=None, metavar="A:B,...",
                    help="print images/s ratios of model pairs (default: lit_ti:pvt_v2_b2,lit_s:swin_tiny_patch4_window7_224 "
-                   "when those models are measured)")
+                   "when those models are measured); with --matmul-peak each also gets a ceiling, the ratio if A ran every "
+                   "FLOP at the probe's rate")
     p.add_argument("--json", default=None, metavar="PATH", help="write all results and run metadata as JSON")
     p.add_argument("--csv", default=None, metavar="PATH", help="write one CSV row per model, mode and image size")
     p.add_argument("--plot", default=None, metavar="PNG", help="draw time and memory against image size to a PNG")
@@ -97,7 +98,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .benchmark import BenchmarkConfig, format_ratios, format_table, plot_sweep, run_benchmark, write_csv, write_json
+    from .benchmark import (
+        BenchmarkConfig, format_ratios, format_table, pair_ratios, plot_sweep, run_benchmark, write_csv, write_json,
+    )
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     on_cuda = device.startswith("cuda")
@@ -137,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     ratios = format_ratios(report, pairs)
     if ratios:
         print(ratios)
+    report["ratios"] = pair_ratios(report, pairs)
     if args.json:
         write_json(report, args.json)
     if args.csv:

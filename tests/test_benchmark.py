@@ -61,6 +61,27 @@ def test_results_are_complete_and_consistent():
     assert by_mode[("lit_s", "inference")]["params_m"] == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
 
 
+def test_ratio_ceiling_puts_the_first_model_at_the_matmul_peak():
+    report = bench.run_benchmark(_config(models=["lit_ti", "lit_s"], matmul_peak=True, matmul_size=128), log=None)
+    rows = bench.pair_ratios(report, [("lit_ti", "lit_s")])
+    assert [(row["mode"], row["img_size"]) for row in rows] == [("inference", 64), ("train", 64)]
+    peak = report["meta"]["matmul_peak_gflops"]
+    by_mode = {(r["model"], r["mode"]): r for r in report["results"]}
+    for row in rows:
+        a, b = by_mode[("lit_ti", row["mode"])], by_mode[("lit_s", row["mode"])]
+        assert row["ratio"] == pytest.approx(a["img_per_s"] / b["img_per_s"])
+        # lit_ti's seconds per image if its counted FLOPs ran at the probe's rate, against lit_s's as measured
+        assert row["ceiling"] == pytest.approx((1 / b["img_per_s"]) / (a["gflops_per_img"] / peak))
+        assert f"lit_ti / lit_s ({row['mode']}, 64px): {row['ratio']:.2f}x images/s (ceiling {row['ceiling']:.2f}x" in (
+            bench.format_ratios(report, [("lit_ti", "lit_s")])
+        )
+    # Without a probe there is no ceiling.
+    for result in report["results"]:
+        result["peak_fraction"] = None
+    assert all(row["ceiling"] is None for row in bench.pair_ratios(report, [("lit_ti", "lit_s")]))
+    assert "ceiling" not in bench.format_ratios(report, [("lit_ti", "lit_s")])
+
+
 def test_flop_count_of_a_linear_layer():
     flops = bench.count_flops(torch.nn.Linear(8, 4), torch.randn(3, 8))
     assert flops == 2 * 8 * 4  # per input row
@@ -103,6 +124,9 @@ def test_cli_writes_json_csv_and_table(tmp_path, capsys):
     report = json.loads(json_path.read_text())
     assert {"date", "command", "device_name", "torch", "timm", "config"} <= set(report["meta"])
     assert report["meta"]["config"]["model_kwargs"]["depths"] == [1, 1, 1, 1]
+    assert [(row["a"], row["b"], row["mode"]) for row in report["ratios"]] == [
+        ("lit_ti", "lit_s", "inference"), ("lit_ti", "lit_s", "train")
+    ]
     assert report["meta"]["dtm_kernel"] == "torch"
     assert report["meta"]["cpu_mlp_kernel"] in ("aten", "onednn")
     assert f"CPU MLP kernel {report['meta']['cpu_mlp_kernel']}" in out
