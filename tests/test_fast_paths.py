@@ -183,6 +183,27 @@ def test_dtm_fast_equals_reference_float32_and_bfloat16():
     assert _rel_err(bf16_out, ref_out) < 2e-2
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_dtm_hands_back_its_input_gradient_in_token_layout(compiled, monkeypatch):
+    # grid_sample's backward returns an NCHW buffer, which seen as B x N x C tokens has N
+    # fastest; DTM must not pass that layout on to the previous stage's residual stream.
+    torch.manual_seed(0)
+    dtm = _randomise_offsets(DeformableTokenMerging(16, 24)).train()
+    forward = torch.compile(dtm, fullgraph=True, backend="eager") if compiled else dtm
+    leaf = torch.randn(2, 10 * 12, 16, requires_grad=True)
+    grads = {}
+    for flag in (False, True):
+        monkeypatch.setattr(lit, "DTM_TOKEN_LAYOUT_GRAD", flag)
+        torch._dynamo.reset()
+        tokens = leaf * 1.0  # not a leaf: its gradient is seen as the stage before would see it
+        tokens.register_hook(lambda grad, flag=flag: grads.__setitem__(flag, grad))
+        out, _, _ = forward(tokens, (10, 12))
+        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(2)))
+    assert not grads[False].is_contiguous()  # what grid_sample leaves
+    assert grads[True].is_contiguous()
+    torch.testing.assert_close(grads[True], grads[False], rtol=0, atol=0)
+
+
 def test_dtm_folds_its_batchnorm_in_eval_mode_only(monkeypatch):
     generator = torch.Generator().manual_seed(6)
     dtm = _randomise_offsets(DeformableTokenMerging(16, 24)).eval()

@@ -47,6 +47,30 @@ class PatchEmbed(nn.Module):
         return self.norm(x.flatten(2).transpose(1, 2)), grid
 
 
+# Whether DTM hands the gradient of its input tokens back contiguous in token layout (see
+# _TokenLayoutGrad); a switch so the two can be timed against each other.
+DTM_TOKEN_LAYOUT_GRAD = True
+
+
+class _TokenLayoutGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous.
+
+    DTM views ``B x N x C`` tokens as a channels-last map, and ``grid_sample``'s backward
+    returns the input gradient as a plain NCHW buffer: seen as tokens, N varies fastest. Left
+    so, that layout rides the residual stream of the whole previous stage in backward: every
+    residual add and bias-gradient sum runs strided, and every LayerNorm backward first copies
+    it. One copy here puts the stage back in token layout.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
 class DeformableTokenMerging(nn.Module):
     """Deformable token merging: a learned-offset 2x2 stride-2 convolution, BatchNorm, GELU.
 
@@ -83,6 +107,8 @@ class DeformableTokenMerging(nn.Module):
             return self.forward_reference(x, grid)
         batch, _, channels = x.shape
         height, width = grid
+        if DTM_TOKEN_LAYOUT_GRAD and x.requires_grad and torch.is_grad_enabled():
+            x = _TokenLayoutGrad.apply(x)
         # Viewing the tokens as a channels-last NCHW map costs no copy.
         x = x.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         offset = self.offset_conv(x)
