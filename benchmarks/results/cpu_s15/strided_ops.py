@@ -7,8 +7,9 @@ from litvit.models import lit
 tune_cpu_malloc(); torch.set_num_threads(2)
 name = sys.argv[1]
 lit.DTM_TOKEN_LAYOUT_GRAD = "--as-left" not in sys.argv
-m = litvit.create_model(name).train()
-x = torch.randn(16, 3, 224, 224); y = torch.randint(0, 1000, (16,))
+infer = "--inference" in sys.argv
+m = litvit.create_model(name).train(not infer)
+x = torch.randn(32 if infer else 16, 3, 224, 224); y = torch.randint(0, 1000, (x.shape[0],))
 rows = collections.defaultdict(lambda: [0.0, 0])
 VIEWS = {"view", "permute", "transpose", "t", "unbind", "select", "slice", "expand", "as_strided", "unsqueeze",
          "squeeze", "_unsafe_view", "alias", "detach", "split", "unflatten", "split_with_sizes", "_reshape_alias"}
@@ -23,12 +24,18 @@ class Strided(TorchDispatchMode):
             key = f"{name} {[(tuple(a.shape), a.stride()) for a in tensors][:2]}"[:150]
             rows[key][0] += d; rows[key][1] += 1
         return out
+def step():
+    if infer:
+        with torch.inference_mode():
+            m(x)
+    else:
+        torch.nn.functional.cross_entropy(m(x), y).backward()
 for _ in range(2):
-    torch.nn.functional.cross_entropy(m(x), y).backward()
+    step()
 m.zero_grad()
 with Strided():
-    torch.nn.functional.cross_entropy(m(x), y).backward()
+    step()
 total = sum(v[0] for v in rows.values())
-print(f"{name} ({'token-layout grad' if lit.DTM_TOKEN_LAYOUT_GRAD else 'as left'}): ops other than products with non-contiguous arguments {1e3*total:.0f} ms")
+print(f"{name} {'inference' if infer else 'training'} ({'token-layout grad' if lit.DTM_TOKEN_LAYOUT_GRAD else 'as left'}): ops other than products with non-contiguous arguments {1e3*total:.0f} ms")
 for k, (t, n) in sorted(rows.items(), key=lambda kv: -kv[1][0])[:30]:
     print(f"  {1e3*t:7.1f} ms {n:3d}x  {k}")
