@@ -347,6 +347,57 @@ def test_onednn_products_equal_their_aten_forms(bias):
     )
 
 
+@needs_onednn
+@pytest.mark.parametrize("bias", [True, False])
+def test_onednn_linear_gradients_equal_aten(bias):
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(3, 29, 24, generator=generator, requires_grad=True)
+    weight = torch.randn(40, 24, generator=generator, requires_grad=True)
+    b = torch.randn(40, generator=generator, requires_grad=True) if bias else None
+    upstream = torch.randn(3, 29, 40, generator=generator)
+    leaves = [x, weight] + ([b] if bias else [])
+    out = onednn.linear(x, weight, b)
+    grads = torch.autograd.grad(out, leaves, upstream)
+    expected_out = torch.nn.functional.linear(x, weight, b)
+    expected = torch.autograd.grad(expected_out, leaves, upstream)
+    torch.testing.assert_close(out, expected_out)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want)
+    # Frozen weights (a fine-tuned detector's backbone): only the input gradient is asked for.
+    (grad_x,) = torch.autograd.grad(onednn.linear(x, weight.detach(), None), x, upstream)
+    torch.testing.assert_close(grad_x, upstream @ weight.detach())
+
+
+@needs_onednn
+@pytest.mark.parametrize("name", ["lit_ti", "lit_s"])
+def test_onednn_training_step_equals_aten(tiny_lit, name, cpu_mlp_kernel, monkeypatch):
+    """The MLP-only stages' Linear layers go through oneDNN in training; loss and every gradient match."""
+    calls = []
+    monkeypatch.setattr(lit, "onednn_linear", lambda *a: calls.append(1) or onednn.linear(*a))
+    model = _randomise_offsets(tiny_lit(name, depths=(2, 3, 2, 1), drop_path_rate=0.0)).train()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    target = torch.tensor([1, 4])
+    results = {}
+    for kernel in ("aten", "onednn"):
+        cpu_mlp_kernel(kernel)
+        model.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x), target)
+        loss.backward()
+        results[kernel] = (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
+    assert len(calls) == 2 * (2 + 3)  # fc1 and fc2 of the five MLP-only blocks, in the oneDNN step only
+    torch.testing.assert_close(results["onednn"][0], results["aten"][0])
+    assert results["onednn"][1].keys() == results["aten"][1].keys()
+    for param_name, grad in results["aten"][1].items():
+        torch.testing.assert_close(results["onednn"][1][param_name], grad, rtol=1e-4, atol=1e-6, msg=param_name)
+    calls.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)  # bfloat16 products are autocast's, not float32 oneDNN ones
+    handle = model.stages[0].blocks[0].mlp.fc2.register_forward_hook(lambda *a: None)
+    model(x)  # that block runs its modules; the other four MLP-only blocks still take oneDNN
+    handle.remove()
+    assert len(calls) == 2 * 4
+
+
 def test_fused_mlp_steps_aside_where_it_could_be_noticed(tiny_lit, monkeypatch):
     model = tiny_lit("lit_s")
     calls = _spy_fused_mlp(monkeypatch)

@@ -28,6 +28,7 @@ from timm.models._features import feature_take_indices
 from ..ops.capture import graph_capture_active, is_exporting
 from ..ops.deform import deform_sample2x2
 from ..ops.onednn import get_cpu_mlp_kernel, linear_add, linear_gelu
+from ..ops.onednn import linear as onednn_linear
 
 __all__ = ["LIT", "DeformableTokenMerging", "checkpoint_filter_fn", "set_reference_path", "MODEL_CONFIGS"]
 
@@ -468,6 +469,10 @@ class Block(nn.Module):
             update = self.mlp.fc2(torch.ops.aten.gelu_(hidden))
             del hidden  # not alive beside the residual sum: LIT-S's peak at 800 x 1344 on CUDA's path
             return x + update
+        if onednn_mlp_applies(self, x):
+            mlp = self.mlp
+            hidden = mlp.drop1(mlp.act(onednn_linear(self.norm2(x), mlp.fc1.weight, mlp.fc1.bias)))
+            return x + self.drop_path(mlp.drop2(onednn_linear(mlp.norm(hidden), mlp.fc2.weight, mlp.fc2.bias)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -519,6 +524,24 @@ def fused_mlp_applies(blocks: Sequence[Block], x: torch.Tensor, whole_blocks: bo
         if _has_hooks(skipped) or (whole_blocks and _has_hooks((block,))):
             return False
     return True
+
+
+def onednn_mlp_applies(block: Block, x: torch.Tensor) -> bool:
+    """Whether :meth:`Block.forward` may compute an MLP-only block's fc1 and fc2 through oneDNN.
+
+    Where the fused inference paths do not apply (training, mostly), on float32 CPU tensors
+    when :func:`~litvit.ops.onednn.get_cpu_mlp_kernel` picks oneDNN; not under autocast or
+    graph capture, on the reference path, or with hooks on the MLP or its Linear layers, which
+    are skipped (GELU, dropouts and the drop path still run as modules).
+    """
+    mlp = block.mlp
+    if block.attn is not None or block.use_reference or graph_capture_active() or _autocast_enabled("cpu"):
+        return False
+    if type(mlp) is not Mlp or type(mlp.fc1) is not nn.Linear or type(mlp.fc2) is not nn.Linear:
+        return False
+    if get_cpu_mlp_kernel(x) != "onednn" or mlp.fc1.weight.dtype != x.dtype or mlp.fc2.weight.dtype != x.dtype:
+        return False
+    return not _global_module_hooks() and not _has_hooks((mlp, mlp.fc1, mlp.fc2))
 
 
 def _standard_eval_mlp(block: Block) -> bool:

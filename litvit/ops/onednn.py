@@ -10,8 +10,11 @@ AVX-512 CPU that made LIT-Ti's MLP-only stages 1.14-1.21x faster in inference
 fused GELU product was 4 % slower than ``addmm`` + GELU (section 4), so ``"auto"`` takes
 oneDNN only where the CPU has AVX-512.
 
-The op has no autograd formula, so it serves inference only; the ATen path stays the
-reference everywhere else.
+In training, :func:`linear` wraps the same product in an autograd function for the
+MLP-only stages: oneDNN computes the forward pass and the input gradient (the narrow K or N =
+64/128 products, which MKL ran at 65-75 % of the matmul peak on an AVX-512 Zen 4 EPYC while
+oneDNN reached it), and MKL's ``mm`` the weight gradient, where oneDNN would need a transposed
+copy of the activations and gained nothing (section 16). The ATen path stays the reference.
 """
 from __future__ import annotations
 
@@ -22,7 +25,14 @@ import torch
 
 from .settings import choice_from_environment
 
-__all__ = ["set_cpu_mlp_kernel", "get_cpu_mlp_kernel", "onednn_linear_available", "linear_gelu", "linear_add"]
+__all__ = [
+    "set_cpu_mlp_kernel",
+    "get_cpu_mlp_kernel",
+    "onednn_linear_available",
+    "linear",
+    "linear_gelu",
+    "linear_add",
+]
 
 CPU_MLP_KERNELS = ("auto", "aten", "onednn")
 
@@ -57,13 +67,13 @@ def _cpu_has_avx512() -> bool:
 
 
 def set_cpu_mlp_kernel(name: str) -> None:
-    """Choose how LIT's MLP-only stages multiply in CPU inference (see :mod:`litvit.ops.onednn`).
+    """Choose how LIT's MLP-only stages multiply on the CPU (see :mod:`litvit.ops.onednn`).
 
     ``"auto"`` (the default) uses oneDNN's fused products on CPUs with AVX-512 and ATen's
     ``addmm`` elsewhere; ``"aten"`` always uses ``addmm`` (the reference); ``"onednn"``
-    uses oneDNN wherever the op exists. Only float32 inference outside autograd, autocast
-    and graph capture is affected. The environment variable ``LITVIT_CPU_MLP_KERNEL`` sets
-    the same choice at import time.
+    uses oneDNN wherever the op exists. Only float32 CPU work outside autocast and graph
+    capture is affected: inference, and the Linear layers of the MLP-only stages in training.
+    The environment variable ``LITVIT_CPU_MLP_KERNEL`` sets the same choice at import time.
     """
     global _cpu_mlp_kernel
     if name not in CPU_MLP_KERNELS:
@@ -95,3 +105,33 @@ def linear_add(
 ) -> torch.Tensor:
     """``residual + x @ weight.T + bias`` in one oneDNN product; inference only."""
     return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
+
+
+class _LinearFunction(torch.autograd.Function):
+    """``x @ weight.T + bias`` for 2-D ``x``: oneDNN forward and input gradient, ``mm`` weight gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            # The weight is small; transposing it once keeps oneDNN on its fast, plain layout.
+            grad_x = torch.ops.mkldnn._linear_pointwise(grad, weight.t().contiguous(), None, "none", [], "")
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.mm(grad.t(), x)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for float32 CPU tensors through oneDNN, with autograd."""
+    rows = x.reshape(-1, x.shape[-1])
+    return _LinearFunction.apply(rows, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
