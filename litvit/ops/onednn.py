@@ -117,6 +117,7 @@ class _LinearFunction(torch.autograd.Function):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # oneDNN's op has no derivative of its own
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
         grad = grad.contiguous()
