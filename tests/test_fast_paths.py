@@ -268,8 +268,11 @@ def test_fused_mlp_equals_the_blocks_module_by_module(tiny_lit, name, kernel, cp
     monkeypatch.setattr(lit, "MLP_SLAB_ELEMENTS", 700)
     monkeypatch.setattr(lit, "MLP_SLAB_ELEMENTS_ONEDNN", 700)
     cpu_mlp_kernel(kernel)
-    onednn_calls = []
+    onednn_calls, qkv_calls = [], []
     monkeypatch.setattr(lit, "linear_gelu", lambda *a: onednn_calls.append(1) or onednn.linear_gelu(*a))
+    monkeypatch.setattr(
+        lit, "onednn_linear_inference", lambda *a: qkv_calls.append(1) or onednn.linear_inference(*a)
+    )
     fast = _randomise_offsets(tiny_lit(name, depths=(2, 3, 2, 1)))
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():  # initial biases are 0 and norms 1: make every term of the MLP count
@@ -290,7 +293,10 @@ def test_fused_mlp_equals_the_blocks_module_by_module(tiny_lit, name, kernel, cp
         for stage, tokens in zip(fast.stages[:2], (2 * 256, 2 * 64)):
             rows = 700 // stage.blocks[0].mlp.fc1.out_features
             slabs += -(-tokens // rows) * len(stage.blocks)
-        assert len(onednn_calls) == (slabs if kernel == "onednn" else 0)
+        # The attention blocks take oneDNN too: one fc1 + GELU product and one qkv product each.
+        attention_blocks = 2 if name == "lit_ti" else 3
+        assert len(onednn_calls) == (slabs + attention_blocks if kernel == "onednn" else 0)
+        assert len(qkv_calls) == (attention_blocks if kernel == "onednn" else 0)
         assert slabs == (103 * 2 + 64 * 3 if name == "lit_ti" else 52 * 2 + 26 * 3)
         calls.clear()
         expected = reference(x)
@@ -298,6 +304,44 @@ def test_fused_mlp_equals_the_blocks_module_by_module(tiny_lit, name, kernel, cp
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+@pytest.mark.parametrize("name", ["lit_ti", "lit_s"])
+def test_onednn_attention_stages_step_aside_where_they_could_be_noticed(tiny_lit, name, cpu_mlp_kernel, monkeypatch):
+    """oneDNN's qkv and projection-with-residual products stand in for the modules only where
+    nothing can tell; wherever they run, the output equals the ATen form's."""
+    cpu_mlp_kernel("onednn")
+    qkv_calls = []
+    monkeypatch.setattr(
+        lit, "onednn_linear_inference", lambda *a: qkv_calls.append(1) or onednn.linear_inference(*a)
+    )
+    model = _randomise_offsets(tiny_lit(name, depths=(1, 1, 2, 1))).eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(8))
+    blocks = 2 if name == "lit_ti" else 3  # lit_ti's last block computes its class token alone
+    with torch.no_grad():
+        out = model(x)
+        assert len(qkv_calls) == blocks
+        monkeypatch.setattr(lit, "ONEDNN_IN_ATTENTION_STAGES", False)
+        torch.testing.assert_close(out, model(x), rtol=1e-5, atol=1e-5)
+        assert len(qkv_calls) == blocks
+        monkeypatch.setattr(lit, "ONEDNN_IN_ATTENTION_STAGES", True)
+        # A hook on the attention module sees its output without the residual: that block steps aside.
+        seen = []
+        handle = model.stages[2].blocks[0].attn.register_forward_hook(lambda m, a, o: seen.append(o))
+        torch.testing.assert_close(model(x), out, rtol=1e-5, atol=1e-5)
+        handle.remove()
+        assert len(qkv_calls) == 2 * blocks - 1 and len(seen) == 1
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(x)
+        set_reference_path(model)
+        torch.testing.assert_close(model(x), out, rtol=1e-5, atol=1e-5)
+        set_reference_path(model, False)
+        model.train()
+        model(x)  # dropout and drop path act in training mode
+    model.eval()
+    model(x)  # autograd on
+    assert len(qkv_calls) == 2 * blocks - 1
 
 
 def test_cpu_mlp_kernel_choice(cpu_mlp_kernel, monkeypatch):

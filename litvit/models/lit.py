@@ -28,6 +28,7 @@ from timm.models._features import feature_take_indices
 from ..ops.capture import graph_capture_active, is_exporting
 from ..ops.deform import deform_sample2x2
 from ..ops.onednn import get_cpu_mlp_kernel, linear_add, linear_gelu
+from ..ops.onednn import linear_inference as onednn_linear_inference
 from ..ops.onednn import linear as onednn_linear
 
 __all__ = ["LIT", "DeformableTokenMerging", "checkpoint_filter_fn", "set_reference_path", "MODEL_CONFIGS"]
@@ -386,9 +387,25 @@ class Attention(nn.Module):
         x = x.transpose(1, 2).reshape(batch, num_queries, dim)
         return self.proj_drop(self.proj(x))
 
-    def forward(self, x: torch.Tensor, grid: Tuple[int, int], return_attn: bool = False):
+    def forward(
+        self,
+        x: torch.Tensor,
+        grid: Tuple[int, int],
+        return_attn: bool = False,
+        residual: Optional[torch.Tensor] = None,
+    ):
+        """Attention output for ``B x N x C`` tokens; with ``residual``, ``residual`` + that output.
+
+        Passing the residual is for CPU inference (see :func:`onednn_attention_applies`): qkv and
+        the projection then run as oneDNN products, and the projection adds the residual as it
+        writes its output.
+        """
         batch, num_tokens, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, num_tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if residual is not None:
+            qkv = onednn_linear_inference(x, self.qkv.weight, self.qkv.bias)
+        else:
+            qkv = self.qkv(x)
+        qkv = qkv.reshape(batch, num_tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         attn = None
         use_sdpa = self.fused_attn and not return_attn
@@ -416,7 +433,11 @@ class Attention(nn.Module):
                 attn = self.attention_probs(q, k, bias)
                 x = self.attn_drop(attn) @ v
         x = x.transpose(1, 2).reshape(batch, num_tokens, dim)
-        x = self.proj_drop(self.proj(x))
+        if residual is not None:
+            x = linear_add(x.reshape(-1, dim), residual.reshape(-1, dim), self.proj.weight, self.proj.bias)
+            x = x.reshape(batch, num_tokens, dim)
+        else:
+            x = self.proj_drop(self.proj(x))
         return (x, attn) if return_attn else x
 
 
@@ -457,10 +478,13 @@ class Block(nn.Module):
                 raise ValueError("num_queries needs an attention block")
             x = x[:, :num_queries] + self.drop_path(self.attn.forward_queries(self.norm1(x), num_queries))
             return x + self.drop_path(self.mlp(self.norm2(x)))
-        if self.attn is not None:
+        if self.attn is not None and onednn_attention_applies(self, x):
+            x = self.attn(self.norm1(x), grid, residual=x)
+        elif self.attn is not None:
             x = x + self.drop_path(self.attn(self.norm1(x), grid))
         if fused_mlp_applies((self,), x, whole_blocks=False):
-            return fused_mlp_inference((self,), x)
+            kernel = get_cpu_mlp_kernel(x) if ONEDNN_IN_ATTENTION_STAGES else "aten"
+            return fused_mlp_inference((self,), x, kernel=kernel)
         if inplace_mlp_applies(self):
             # Inference on any device, autocast included: GELU overwrites fc1's output, and the
             # normalised tokens are released when fc1 returns rather than after fc2. At detection
@@ -478,6 +502,12 @@ class Block(nn.Module):
 
 # Fold DTM's BatchNorm into its projection in eval mode (module attribute so tests can compare).
 FOLD_DTM_NORM = True
+
+# Whether CPU inference with the oneDNN kernel also takes it in the attention stages (qkv, the
+# projection with its residual, the MLPs). On an AVX-512 Xeon that was neither faster nor slower;
+# on an AVX-512 Zen 4 EPYC, where MKL runs these products at 85-92 % of oneDNN's rate, it made
+# LIT-Ti and LIT-S inference faster (benchmarks/RESULTS.md, section 17).
+ONEDNN_IN_ATTENTION_STAGES = True
 
 # Rows per slab in fused_mlp_inference: about 4 MB of hidden activations, which stay in cache
 # between fc1, GELU and fc2 (LIT-Ti batch 32 on 2 CPU threads: 1.065x; benchmarks/RESULTS.md, 2f).
@@ -542,6 +572,27 @@ def onednn_mlp_applies(block: Block, x: torch.Tensor) -> bool:
     if get_cpu_mlp_kernel(x) != "onednn" or mlp.fc1.weight.dtype != x.dtype or mlp.fc2.weight.dtype != x.dtype:
         return False
     return not _global_module_hooks() and not _has_hooks((mlp, mlp.fc1, mlp.fc2))
+
+
+def onednn_attention_applies(block: Block, x: torch.Tensor) -> bool:
+    """Whether :meth:`Block.forward` may run an attention residual's products through oneDNN.
+
+    CPU inference without autograd, on float32 tokens, when :func:`~litvit.ops.onednn.get_cpu_mlp_kernel`
+    picks oneDNN and :data:`ONEDNN_IN_ATTENTION_STAGES` is set; not under autocast or graph
+    capture, on the reference path, in training mode (dropout and drop path), or with hooks on
+    the attention module (its output then includes the residual) or the Linear layers it skips.
+    """
+    attn = block.attn
+    if not ONEDNN_IN_ATTENTION_STAGES or attn is None or block.training or block.use_reference:
+        return False
+    if torch.is_grad_enabled() or graph_capture_active() or _autocast_enabled("cpu"):
+        return False
+    if type(attn.qkv) is not nn.Linear or type(attn.proj) is not nn.Linear or attn.proj.weight.dtype != x.dtype:
+        return False
+    if get_cpu_mlp_kernel(x) != "onednn" or attn.qkv.weight.dtype != x.dtype:
+        return False
+    skipped = (attn, attn.qkv, attn.proj, attn.proj_drop, block.drop_path)
+    return not _global_module_hooks() and not _has_hooks(skipped)
 
 
 def _standard_eval_mlp(block: Block) -> bool:
@@ -702,7 +753,6 @@ class LITStage(nn.Module):
         elif prefix_tokens is not None:
             x = torch.cat((prefix_tokens.expand(x.shape[0], -1, -1), x), dim=1)
         if self.mlp_only and len(self.blocks) and fused_mlp_applies(self.blocks, x, whole_blocks=True):
-            # oneDNN only here: on the attention blocks' wider, shorter MLPs it gained nothing.
             kernel = get_cpu_mlp_kernel(x)
             slab = MLP_SLAB_ELEMENTS_ONEDNN if kernel == "onednn" else MLP_SLAB_ELEMENTS
             slab_rows = slab // max(block.mlp.fc1.out_features for block in self.blocks)

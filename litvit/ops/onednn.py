@@ -1,4 +1,4 @@
-"""oneDNN matrix products with fused epilogues, for LIT's MLP blocks in CPU inference.
+"""oneDNN matrix products with fused epilogues, for LIT's Linear layers on the CPU.
 
 ``torch.nn.functional.linear`` on a float32 CPU tensor runs MKL's ``sgemm`` after copying
 the bias into every output row, and GELU and the residual add then make more passes over
@@ -8,7 +8,9 @@ GELU or adds another tensor while each output tile is still in registers. On an
 AVX-512 CPU that made LIT-Ti's MLP-only stages 1.14-1.21x faster in inference
 (``benchmarks/RESULTS.md``, section 10); on the AVX2 machine of the earlier sessions the
 fused GELU product was 4 % slower than ``addmm`` + GELU (section 4), so ``"auto"`` takes
-oneDNN only where the CPU has AVX-512.
+oneDNN only where the CPU has AVX-512. On an AVX-512 Xeon the attention stages' products
+(qkv, the projection with its residual, the wider MLPs) ran at the same speed either way; on an
+AVX-512 Zen 4 EPYC oneDNN was 7-15 % faster on them (section 17), so in inference they take it too.
 
 In training, :func:`linear` wraps the same product in an autograd function for the
 MLP-only stages: oneDNN computes the forward pass and the input gradient (the narrow K or N =
@@ -30,6 +32,7 @@ __all__ = [
     "get_cpu_mlp_kernel",
     "onednn_linear_available",
     "linear",
+    "linear_inference",
     "linear_gelu",
     "linear_add",
 ]
@@ -72,7 +75,8 @@ def set_cpu_mlp_kernel(name: str) -> None:
     ``"auto"`` (the default) uses oneDNN's fused products on CPUs with AVX-512 and ATen's
     ``addmm`` elsewhere; ``"aten"`` always uses ``addmm`` (the reference); ``"onednn"``
     uses oneDNN wherever the op exists. Only float32 CPU work outside autocast and graph
-    capture is affected: inference, and the Linear layers of the MLP-only stages in training.
+    capture is affected: in inference every Linear layer of LIT's blocks (the MLPs, and
+    attention's qkv and projection), in training the Linear layers of the MLP-only stages.
     The environment variable ``LITVIT_CPU_MLP_KERNEL`` sets the same choice at import time.
     """
     global _cpu_mlp_kernel
@@ -93,6 +97,12 @@ def get_cpu_mlp_kernel(x: Optional[torch.Tensor] = None) -> str:
     if not onednn_linear_available() or (_cpu_mlp_kernel == "auto" and not _cpu_has_avx512()):
         return "aten"
     return "onednn"
+
+
+def linear_inference(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x @ weight.T + bias`` for any leading dimensions, as one oneDNN product; inference only."""
+    out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), weight, bias, "none", [], "")
+    return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
 def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
