@@ -21,7 +21,7 @@ with torch.inference_mode():
             "proj onednn": lambda: pw(x, b0.attn.proj.weight, b0.attn.proj.bias, "none", [], ""),
             "proj+res onednn": lambda: pw.binary(x, x, b0.attn.proj.weight, b0.attn.proj.bias, "add"),
         }
-        fl = {"mlp": 4 * x.shape[0] * C * b0.mlp.fc1.out_features, "qkv": 6 * x.shape[0] * C * C, "proj": 2 * x.shape[0] * C * C}
+        fl = {"mlp": 4 * x.shape[0] * C * b0.mlp.fc1.out_features, "qkv": 6 * x.shape[0] * C * C, "proj": 2 * x.shape[0] * C * C, "proj+res": 2 * x.shape[0] * C * C}
         t = {k: [] for k in forms}
         for r in range(rounds + 1):
             for k, f in forms.items():

@@ -21,7 +21,7 @@ def gelu_separate(stage, x):  # oneDNN plain product, GELU in place, oneDNN bina
         torch.ops.aten.gelu_(h)
         rows = torch.ops.mkldnn._linear_pointwise.binary(h, rows, b.mlp.fc2.weight, b.mlp.fc2.bias, "add")
     return rows
-forms = {f"{k} slab {s}": form(k, s) for k in ("onednn",) for s in (1 << 21, 1 << 22, 1 << 23, 1 << 24, None)}
+forms = {f"{k} slab {s}": form(k, s) for k in ("onednn",) for s in tuple(1 << int(e) for e in __import__("os").environ.get("SLABS", "21,22,23,24").split(",")) + (None,)}
 forms["onednn, gelu apart, whole"] = gelu_separate
 def flops(stage, x):
     return sum(4 * x.shape[0] * x.shape[1] * b.mlp.fc1.in_features * b.mlp.fc1.out_features for b in stage.blocks)
