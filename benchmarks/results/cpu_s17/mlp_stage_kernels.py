@@ -5,13 +5,17 @@ from litvit.benchmark import tune_cpu_malloc
 from litvit.models import lit as L
 tune_cpu_malloc(); torch.set_num_threads(2)
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-m = litvit.create_model("lit_ti").eval()
+ROUND = __import__('os').environ.get('ROUND') == '1'
+name = __import__("os").environ.get("MODEL", "lit_ti")
+m = litvit.create_model(name).eval()
 stages = [m.stages[0], m.stages[1]]
-xs = [torch.randn(32, 3136, 64), torch.randn(32, 784, 128)]
+xs = [torch.randn(32, 3136, stages[0].blocks[0].mlp.fc1.in_features), torch.randn(32, 784, stages[1].blocks[0].mlp.fc1.in_features)]
 def form(kernel, slab):
     def run(stage, x):
         hid = max(b.mlp.fc1.out_features for b in stage.blocks)
-        return L.fused_mlp_inference(stage.blocks, x, None if slab is None else slab // hid, kernel=kernel)
+        rows = None if slab is None else slab // hid
+        if rows is not None and ROUND: rows = max(64, rows // 64 * 64)
+        return L.fused_mlp_inference(stage.blocks, x, rows, kernel=kernel)
     return run
 def gelu_separate(stage, x):  # oneDNN plain product, GELU in place, oneDNN binary add
     rows = x.reshape(-1, x.shape[-1])
