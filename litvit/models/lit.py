@@ -505,7 +505,7 @@ FOLD_DTM_NORM = True
 
 # Whether CPU inference with the oneDNN kernel also takes it in the attention stages (qkv, the
 # projection with its residual, the MLPs). On an AVX-512 Xeon that was neither faster nor slower;
-# on an AVX-512 Zen 4 EPYC, where MKL runs these products at 85-92 % of oneDNN's rate, it made
+# on an AVX-512 Zen 4 EPYC, where MKL runs these products at 85-95 % of oneDNN's rate, it made
 # LIT-Ti and LIT-S inference faster (benchmarks/RESULTS.md, section 17).
 ONEDNN_IN_ATTENTION_STAGES = True
 
