@@ -82,6 +82,7 @@ RESULT_FIELDS = [
     "step_ms",
     "step_ms_min",
     "step_ms_max",
+    "step_ms_repeats",
     "spread_pct",
     "img_per_s",
     "cpu_ms",
@@ -720,6 +721,7 @@ def _run_group(
                 step_ms=1e3 * median,
                 step_ms_min=1e3 * min(times),
                 step_ms_max=1e3 * max(times),
+                step_ms_repeats=[1e3 * t for t in times],
                 spread_pct=100 * (max(times) - min(times)) / median,
                 img_per_s=result["batch_size"] / median,
                 repeats=len(times),
@@ -905,6 +907,11 @@ def format_table(report: Dict[str, Any]) -> str:
 def pair_ratios(report: Dict[str, Any], pairs: Iterable[Tuple[str, str]]) -> List[Dict[str, Any]]:
     """Images-per-second ratio ``a / b`` for each (a, b) pair, per mode, image size and runtime.
 
+    ``ratio_min`` and ``ratio_max`` bound the ratio taken repeat by repeat (None with fewer than
+    two paired repeats). The two models' steps of one timed round ran close together, so on a
+    shared machine this range shows how much a single run's ratio can move; the ratio of the
+    medians always lies within it.
+
     With a matmul probe in the report each row also has a ``ceiling``: the ratio ``a`` would reach
     if every FLOP it counts ran at the probe's rate and ``b`` stayed as measured. A ratio far below
     its ceiling leaves room in ``a``'s implementation; one near it is bounded by the FLOPs.
@@ -918,8 +925,22 @@ def pair_ratios(report: Dict[str, Any], pairs: Iterable[Tuple[str, str]]) -> Lis
                 continue
             ratio = ra["img_per_s"] / rb["img_per_s"]
             ceiling = ratio / ra["peak_fraction"] if ra.get("peak_fraction") else None
-            rows.append(dict(a=a, b=b, mode=mode, img_size=size, runtime=runtime, ratio=ratio, ceiling=ceiling))
+            paired = _paired_repeat_ratios(ra, rb)
+            rows.append(
+                dict(
+                    a=a, b=b, mode=mode, img_size=size, runtime=runtime, ratio=ratio, ceiling=ceiling,
+                    ratio_min=min(paired) if paired else None, ratio_max=max(paired) if paired else None,
+                )
+            )
     return rows
+
+
+def _paired_repeat_ratios(ra: Dict[str, Any], rb: Dict[str, Any]) -> List[float]:
+    """Images/s ratios of ``ra`` over ``rb``, one per timed round both completed; empty below two."""
+    times_a, times_b = ra.get("step_ms_repeats"), rb.get("step_ms_repeats")
+    if not times_a or not times_b or len(times_a) != len(times_b) or len(times_a) < 2:
+        return []  # a model that failed midway no longer pairs round by round
+    return [(ra["batch_size"] / ta) / (rb["batch_size"] / tb) for ta, tb in zip(times_a, times_b)]
 
 
 def format_ratios(report: Dict[str, Any], pairs: Iterable[Tuple[str, str]]) -> str:
@@ -931,6 +952,8 @@ def format_ratios(report: Dict[str, Any], pairs: Iterable[Tuple[str, str]]) -> s
     for row in pair_ratios(report, pairs):
         where = f"{row['mode']}, {row['img_size']}px" + (f", {row['runtime']}" if len(runtimes) > 1 else "")
         line = f"{row['a']} / {row['b']} ({where}): {row['ratio']:.2f}x images/s"
+        if row["ratio_min"] is not None:
+            line += f", {row['ratio_min']:.2f}-{row['ratio_max']:.2f}x repeat by repeat"
         if row["ceiling"] is not None:
             line += f" (ceiling {row['ceiling']:.2f}x: {row['a']} at the matmul peak)"
         lines.append(line)
@@ -967,7 +990,10 @@ def write_csv(report: Dict[str, Any], path: str) -> None:
         writer = csv.DictWriter(f, fieldnames=RESULT_FIELDS)
         writer.writeheader()
         for r in report["results"]:
-            writer.writerow({k: r[k] for k in RESULT_FIELDS})
+            row = {k: r[k] for k in RESULT_FIELDS}
+            if row["step_ms_repeats"] is not None:
+                row["step_ms_repeats"] = " ".join(f"{t:.1f}" for t in row["step_ms_repeats"])
+            writer.writerow(row)
 
     _atomic_text(path, write)
 

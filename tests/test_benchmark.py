@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 
 import pytest
 import timm
@@ -72,9 +73,20 @@ def test_ratio_ceiling_puts_the_first_model_at_the_matmul_peak():
         assert row["ratio"] == pytest.approx(a["img_per_s"] / b["img_per_s"])
         # lit_ti's seconds per image if its counted FLOPs ran at the probe's rate, against lit_s's as measured
         assert row["ceiling"] == pytest.approx((1 / b["img_per_s"]) / (a["gflops_per_img"] / peak))
-        assert f"lit_ti / lit_s ({row['mode']}, 64px): {row['ratio']:.2f}x images/s (ceiling {row['ceiling']:.2f}x" in (
-            bench.format_ratios(report, [("lit_ti", "lit_s")])
-        )
+        # Round by round: the same two repeats' steps, paired; the medians' ratio lies within.
+        assert len(a["step_ms_repeats"]) == len(b["step_ms_repeats"]) == 2
+        assert statistics.median(a["step_ms_repeats"]) == pytest.approx(a["step_ms"])
+        paired = [tb / ta for ta, tb in zip(a["step_ms_repeats"], b["step_ms_repeats"])]  # equal batch sizes
+        assert (row["ratio_min"], row["ratio_max"]) == pytest.approx((min(paired), max(paired)))
+        assert row["ratio_min"] <= row["ratio"] * (1 + 1e-9) and row["ratio"] <= row["ratio_max"] * (1 + 1e-9)
+        assert (
+            f"lit_ti / lit_s ({row['mode']}, 64px): {row['ratio']:.2f}x images/s, "
+            f"{row['ratio_min']:.2f}-{row['ratio_max']:.2f}x repeat by repeat (ceiling {row['ceiling']:.2f}x"
+        ) in bench.format_ratios(report, [("lit_ti", "lit_s")])
+    # A model with fewer repeats (it failed midway) gives no round-by-round range.
+    report["results"][0]["step_ms_repeats"] = report["results"][0]["step_ms_repeats"][:1]
+    assert all(row["ratio_min"] is None for row in bench.pair_ratios(report, [("lit_ti", "lit_s")])[:1])
+    assert "repeat by repeat" not in bench.format_ratios(report, [("lit_ti", "lit_s")]).splitlines()[0]
     # Without a probe there is no ceiling.
     for result in report["results"]:
         result["peak_fraction"] = None
@@ -136,6 +148,7 @@ def test_cli_writes_json_csv_and_table(tmp_path, capsys):
     assert [(row["model"], row["mode"]) for row in rows] == [(r["model"], r["mode"]) for r in report["results"]]
     for row, r in zip(rows, report["results"]):
         assert float(row["img_per_s"]) == pytest.approx(r["img_per_s"])
+        assert [float(t) for t in row["step_ms_repeats"].split()] == pytest.approx(r["step_ms_repeats"], abs=0.05)
 
 
 def test_sweep_plot(tmp_path):
