@@ -587,9 +587,9 @@ def onednn_attention_applies(block: Block, x: torch.Tensor) -> bool:
         return False
     if torch.is_grad_enabled() or graph_capture_active() or _autocast_enabled("cpu"):
         return False
-    if type(attn.qkv) is not nn.Linear or type(attn.proj) is not nn.Linear or attn.proj.weight.dtype != x.dtype:
+    if get_cpu_mlp_kernel(x) != "onednn":
         return False
-    if get_cpu_mlp_kernel(x) != "onednn" or attn.qkv.weight.dtype != x.dtype:
+    if any(type(layer) is not nn.Linear or layer.weight.dtype != x.dtype for layer in (attn.qkv, attn.proj)):
         return False
     skipped = (attn, attn.qkv, attn.proj, attn.proj_drop, block.drop_path)
     return not _global_module_hooks() and not _has_hooks(skipped)
