@@ -413,33 +413,91 @@ def test_onednn_linear_gradients_equal_aten(bias):
 
 
 @needs_onednn
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("features", [(24, 40), (40, 24)])
+def test_onednn_weight_gradient_equals_mm(bias, features):
+    """Both of the weight gradient's oneDNN forms (fewer input or fewer output features)."""
+    in_features, out_features = features
+    generator = torch.Generator().manual_seed(8)
+    x = torch.randn(3, 29, in_features, generator=generator, requires_grad=True)
+    weight = torch.randn(out_features, in_features, generator=generator, requires_grad=True)
+    b = torch.randn(out_features, generator=generator, requires_grad=True) if bias else None
+    upstream = torch.randn(3, 29, out_features, generator=generator)
+    leaves = [x, weight] + ([b] if bias else [])
+    got = torch.autograd.grad(onednn.linear(x, weight, b, onednn_weight_grad=True), leaves, upstream)
+    want = torch.autograd.grad(torch.nn.functional.linear(x, weight, b), leaves, upstream)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+    empty = torch.zeros(0, in_features, requires_grad=True)  # an empty batch: zero gradients
+    (grad_weight,) = torch.autograd.grad(onednn.linear(empty, weight, b, True).sum(), [weight])
+    assert torch.equal(grad_weight, torch.zeros_like(weight))
+
+
+@needs_onednn
+def test_training_linear_scope_follows_the_kernel_and_the_probe(cpu_mlp_kernel, monkeypatch):
+    x = torch.zeros(2, 3)
+    monkeypatch.setattr(onednn, "_cpu_has_avx512", lambda: True)
+    cpu_mlp_kernel("auto")
+    for speedup, expected in ((1.0, "mlp"), (onednn.ONEDNN_TRAINING_SPEEDUP, "all"), (2.3, "all")):
+        monkeypatch.setattr(onednn, "onednn_matmul_speedup", lambda: speedup)
+        assert onednn.training_linear_scope(x) == expected
+    monkeypatch.setattr(onednn, "onednn_matmul_speedup", lambda: 1.0)
+    cpu_mlp_kernel("onednn")  # forced: every layer, whatever the probe says
+    assert onednn.training_linear_scope(x) == "all"
+    assert onednn.training_linear_scope(x.double()) == "none"
+    cpu_mlp_kernel("aten")
+    assert onednn.training_linear_scope(x) == "none"
+
+
+@needs_onednn
+def test_onednn_matmul_speedup_leaves_the_global_random_state_alone():
+    onednn.onednn_matmul_speedup.cache_clear()
+    state = torch.get_rng_state()
+    assert onednn.onednn_matmul_speedup(size=64, rounds=1) > 0
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@needs_onednn
 @pytest.mark.parametrize("name", ["lit_ti", "lit_s"])
-def test_onednn_training_step_equals_aten(tiny_lit, name, cpu_mlp_kernel, monkeypatch):
-    """The MLP-only stages' Linear layers go through oneDNN in training; loss and every gradient match."""
+@pytest.mark.parametrize("scope", ["mlp", "all"])
+def test_onednn_training_step_equals_aten(tiny_lit, name, scope, cpu_mlp_kernel, monkeypatch):
+    """In training the MLP-only stages' Linear layers (scope "mlp") or every block's (scope "all",
+    weight gradients included) go through oneDNN; loss and every gradient match ATen's."""
     calls = []
-    monkeypatch.setattr(lit, "onednn_linear", lambda *a: calls.append(1) or onednn.linear(*a))
+    monkeypatch.setattr(lit, "onednn_linear", lambda *a: calls.append(a[3]) or onednn.linear(*a))
+    monkeypatch.setattr(onednn, "_cpu_has_avx512", lambda: True)
+    monkeypatch.setattr(onednn, "onednn_matmul_speedup", lambda: 2.0 if scope == "all" else 1.0)
     model = _randomise_offsets(tiny_lit(name, depths=(2, 3, 2, 1), drop_path_rate=0.0)).train()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
     target = torch.tensor([1, 4])
     results = {}
-    for kernel in ("aten", "onednn"):
+    for kernel in ("aten", "auto"):
         cpu_mlp_kernel(kernel)
         model.zero_grad(set_to_none=True)
         loss = torch.nn.functional.cross_entropy(model(x), target)
         loss.backward()
         results[kernel] = (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
-    assert len(calls) == 2 * (2 + 3)  # fc1 and fc2 of the five MLP-only blocks, in the oneDNN step only
-    torch.testing.assert_close(results["onednn"][0], results["aten"][0])
-    assert results["onednn"][1].keys() == results["aten"][1].keys()
+    # fc1 and fc2 of the five MLP-only blocks; with "all", also qkv, proj, fc1, fc2 of the three
+    # attention blocks (LIT-Ti's last computes only its class token, as modules), each asking for
+    # its weight gradient from oneDNN. Only in the oneDNN step.
+    attention_blocks = 2 if name == "lit_ti" else 3
+    assert calls == ([False] * 2 * (2 + 3) if scope == "mlp" else [True] * (2 * (2 + 3) + 4 * attention_blocks))
+    torch.testing.assert_close(results["auto"][0], results["aten"][0])
+    assert results["auto"][1].keys() == results["aten"][1].keys()
     for param_name, grad in results["aten"][1].items():
-        torch.testing.assert_close(results["onednn"][1][param_name], grad, rtol=1e-4, atol=1e-6, msg=param_name)
+        torch.testing.assert_close(results["auto"][1][param_name], grad, rtol=1e-4, atol=1e-6, msg=param_name)
     calls.clear()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(x)  # bfloat16 products are autocast's, not float32 oneDNN ones
-    handle = model.stages[0].blocks[0].mlp.fc2.register_forward_hook(lambda *a: None)
-    model(x)  # that block runs its modules; the other four MLP-only blocks still take oneDNN
-    handle.remove()
-    assert len(calls) == 2 * 4
+    assert not calls
+    handles = [
+        model.stages[0].blocks[0].mlp.fc2.register_forward_hook(lambda *a: None),
+        model.stages[2].blocks[0].attn.qkv.register_forward_hook(lambda *a: None),
+    ]
+    model(x)  # those blocks run their modules; the others still take oneDNN
+    for handle in handles:
+        handle.remove()
+    assert len(calls) == (2 * 4 if scope == "mlp" else 2 * 4 + 4 * (attention_blocks - 1))
 
 
 def test_fused_mlp_steps_aside_where_it_could_be_noticed(tiny_lit, monkeypatch):

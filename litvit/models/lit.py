@@ -27,7 +27,7 @@ from timm.models._features import feature_take_indices
 
 from ..ops.capture import graph_capture_active, is_exporting
 from ..ops.deform import deform_sample2x2
-from ..ops.onednn import get_cpu_mlp_kernel, linear_add, linear_gelu
+from ..ops.onednn import get_cpu_mlp_kernel, linear_add, linear_gelu, training_linear_scope
 from ..ops.onednn import linear_inference as onednn_linear_inference
 from ..ops.onednn import linear as onednn_linear
 
@@ -393,16 +393,20 @@ class Attention(nn.Module):
         grid: Tuple[int, int],
         return_attn: bool = False,
         residual: Optional[torch.Tensor] = None,
+        linear: Optional[Callable[[nn.Linear, torch.Tensor], torch.Tensor]] = None,
     ):
         """Attention output for ``B x N x C`` tokens; with ``residual``, ``residual`` + that output.
 
         Passing the residual is for CPU inference (see :func:`onednn_attention_applies`): qkv and
         the projection then run as oneDNN products, and the projection adds the residual as it
-        writes its output.
+        writes its output. ``linear(layer, x)``, where given, computes qkv and the projection in
+        place of calling those modules (:meth:`Block.forward` passes oneDNN's for CPU training).
         """
         batch, num_tokens, dim = x.shape
         if residual is not None:
             qkv = onednn_linear_inference(x, self.qkv.weight, self.qkv.bias)
+        elif linear is not None:
+            qkv = linear(self.qkv, x)
         else:
             qkv = self.qkv(x)
         qkv = qkv.reshape(batch, num_tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
@@ -437,7 +441,7 @@ class Attention(nn.Module):
             x = linear_add(x.reshape(-1, dim), residual.reshape(-1, dim), self.proj.weight, self.proj.bias)
             x = x.reshape(batch, num_tokens, dim)
         else:
-            x = self.proj_drop(self.proj(x))
+            x = self.proj_drop(self.proj(x) if linear is None else linear(self.proj, x))
         return (x, attn) if return_attn else x
 
 
@@ -478,10 +482,14 @@ class Block(nn.Module):
                 raise ValueError("num_queries needs an attention block")
             x = x[:, :num_queries] + self.drop_path(self.attn.forward_queries(self.norm1(x), num_queries))
             return x + self.drop_path(self.mlp(self.norm2(x)))
+        scope = None  # decided below, once the inference paths have declined
         if self.attn is not None and onednn_attention_applies(self, x):
             x = self.attn(self.norm1(x), grid, residual=x)
+            scope = "none"
         elif self.attn is not None:
-            x = x + self.drop_path(self.attn(self.norm1(x), grid))
+            scope = onednn_training_scope(self, x)
+            linear = None if scope == "none" else partial(_onednn_layer, onednn_weight_grad=scope == "all")
+            x = x + self.drop_path(self.attn(self.norm1(x), grid, linear=linear))
         if fused_mlp_applies((self,), x, whole_blocks=False):
             kernel = get_cpu_mlp_kernel(x) if ONEDNN_IN_ATTENTION_STAGES else "aten"
             return fused_mlp_inference((self,), x, kernel=kernel)
@@ -493,10 +501,12 @@ class Block(nn.Module):
             update = self.mlp.fc2(torch.ops.aten.gelu_(hidden))
             del hidden  # not alive beside the residual sum: LIT-S's peak at 800 x 1344 on CUDA's path
             return x + update
-        if onednn_mlp_applies(self, x):
-            mlp = self.mlp
-            hidden = mlp.drop1(mlp.act(onednn_linear(self.norm2(x), mlp.fc1.weight, mlp.fc1.bias)))
-            return x + self.drop_path(mlp.drop2(onednn_linear(mlp.norm(hidden), mlp.fc2.weight, mlp.fc2.bias)))
+        if scope is None:
+            scope = onednn_training_scope(self, x)
+        if scope != "none":
+            mlp, onednn_weight_grad = self.mlp, scope == "all"
+            hidden = mlp.drop1(mlp.act(_onednn_layer(mlp.fc1, self.norm2(x), onednn_weight_grad)))
+            return x + self.drop_path(mlp.drop2(_onednn_layer(mlp.fc2, mlp.norm(hidden), onednn_weight_grad)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -556,22 +566,30 @@ def fused_mlp_applies(blocks: Sequence[Block], x: torch.Tensor, whole_blocks: bo
     return True
 
 
-def onednn_mlp_applies(block: Block, x: torch.Tensor) -> bool:
-    """Whether :meth:`Block.forward` may compute an MLP-only block's fc1 and fc2 through oneDNN.
+def onednn_training_scope(block: Block, x: torch.Tensor) -> str:
+    """Which Linear layers :meth:`Block.forward` computes through :func:`litvit.ops.onednn.linear`.
 
-    Where the fused inference paths do not apply (training, mostly), on float32 CPU tensors
-    when :func:`~litvit.ops.onednn.get_cpu_mlp_kernel` picks oneDNN; not under autocast or
-    graph capture, on the reference path, or with hooks on the MLP or its Linear layers, which
-    are skipped (GELU, dropouts and the drop path still run as modules).
+    Where the inference paths do not apply (training, mostly), on float32 CPU tensors, as
+    :func:`~litvit.ops.onednn.training_linear_scope` decides: ``"mlp"`` (an MLP-only block's fc1
+    and fc2, weight gradients from ``mm``), ``"all"`` (the MLP's and attention's qkv and projection,
+    weight gradients from oneDNN) or ``"none"`` (the modules run). Never under autocast or graph
+    capture, on the reference path, or with hooks on the modules whose calls it skips (the MLP,
+    its Linear layers and attention's); GELU, dropouts and the drop path still run as modules.
     """
-    mlp = block.mlp
-    if block.attn is not None or block.use_reference or graph_capture_active() or _autocast_enabled("cpu"):
-        return False
-    if type(mlp) is not Mlp or type(mlp.fc1) is not nn.Linear or type(mlp.fc2) is not nn.Linear:
-        return False
-    if get_cpu_mlp_kernel(x) != "onednn" or mlp.fc1.weight.dtype != x.dtype or mlp.fc2.weight.dtype != x.dtype:
-        return False
-    return not _global_module_hooks() and not _has_hooks((mlp, mlp.fc1, mlp.fc2))
+    mlp, attn = block.mlp, block.attn
+    if block.use_reference or graph_capture_active() or _autocast_enabled("cpu"):
+        return "none"
+    layers = [mlp.fc1, mlp.fc2] if attn is None else [mlp.fc1, mlp.fc2, attn.qkv, attn.proj]
+    if type(mlp) is not Mlp or (attn is not None and type(attn) is not Attention) or any(type(layer) is not nn.Linear or layer.weight.dtype != x.dtype for layer in layers):
+        return "none"
+    if _global_module_hooks() or _has_hooks((mlp, *layers)):
+        return "none"
+    scope = training_linear_scope(x)
+    return "none" if attn is not None and scope != "all" else scope
+
+
+def _onednn_layer(layer: nn.Linear, x: torch.Tensor, onednn_weight_grad: bool) -> torch.Tensor:
+    return onednn_linear(x, layer.weight, layer.bias, onednn_weight_grad)
 
 
 def onednn_attention_applies(block: Block, x: torch.Tensor) -> bool:

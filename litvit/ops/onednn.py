@@ -16,11 +16,16 @@ In training, :func:`linear` wraps the same product in an autograd function for t
 MLP-only stages: oneDNN computes the forward pass and the input gradient (the narrow K or N =
 64/128 products, which MKL ran at 65-75 % of the matmul peak on an AVX-512 Zen 4 EPYC while
 oneDNN reached it), and MKL's ``mm`` the weight gradient, where oneDNN would need a transposed
-copy of the activations and gained nothing (section 16). The ATen path stays the reference.
+copy of the activations and gained nothing (section 16). Where oneDNN's products are markedly
+faster than MKL's (:func:`onednn_matmul_speedup`: 2.3x on a Zen 5 EPYC, where MKL runs its AVX2
+code while oneDNN uses the full-width AVX-512 units; 1.1x on Zen 4, about 1x on a Xeon), training
+also takes oneDNN in the attention stages and for every weight gradient
+(:func:`training_linear_scope`; section 18). The ATen path stays the reference.
 """
 from __future__ import annotations
 
 import functools
+import time
 from typing import Optional
 
 import torch
@@ -31,6 +36,8 @@ __all__ = [
     "set_cpu_mlp_kernel",
     "get_cpu_mlp_kernel",
     "onednn_linear_available",
+    "onednn_matmul_speedup",
+    "training_linear_scope",
     "linear",
     "linear_inference",
     "linear_gelu",
@@ -38,6 +45,11 @@ __all__ = [
 ]
 
 CPU_MLP_KERNELS = ("auto", "aten", "onednn")
+
+# oneDNN's product rate over MKL's from which "auto" training takes oneDNN for every Linear layer
+# and weight gradient: 2.3x on a Zen 5 EPYC, 1.13x on Zen 4, about 1x on an AVX-512 Xeon, where
+# the attention stages and weight gradients had gained at most 1.5 % (benchmarks/RESULTS.md, 16-18).
+ONEDNN_TRAINING_SPEEDUP = 1.25
 
 
 def _kernel_from_environment() -> str:
@@ -76,7 +88,8 @@ def set_cpu_mlp_kernel(name: str) -> None:
     ``addmm`` elsewhere; ``"aten"`` always uses ``addmm`` (the reference); ``"onednn"``
     uses oneDNN wherever the op exists. Only float32 CPU work outside autocast and graph
     capture is affected: in inference every Linear layer of LIT's blocks (the MLPs, and
-    attention's qkv and projection), in training the Linear layers of the MLP-only stages.
+    attention's qkv and projection), in training those of the MLP-only stages, or all of them
+    with their weight gradients (:func:`training_linear_scope`; always under ``"onednn"``).
     The environment variable ``LITVIT_CPU_MLP_KERNEL`` sets the same choice at import time.
     """
     global _cpu_mlp_kernel
@@ -99,6 +112,46 @@ def get_cpu_mlp_kernel(x: Optional[torch.Tensor] = None) -> str:
     return "onednn"
 
 
+@functools.lru_cache(maxsize=None)
+def onednn_matmul_speedup(size: int = 1024, rounds: int = 5) -> float:
+    """oneDNN's float32 ``size``-cubed product rate over ATen's ``mm`` (MKL) on this CPU, measured
+    once per process (about 0.1 s) with the current thread count; the best of ``rounds`` each."""
+    if not onednn_linear_available():
+        return 0.0
+    # A private generator: the probe must not move the global random state a training run seeds.
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator)
+    b = torch.randn(size, size, generator=generator)
+    products = {
+        "mm": lambda: torch.mm(a, b),
+        "onednn": lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""),
+    }
+    best = {name: float("inf") for name in products}
+    with torch.no_grad():
+        for round_ in range(rounds + 1):
+            for name, product in products.items():
+                start = time.perf_counter()
+                product()
+                if round_:  # the first round loads and warms up both libraries
+                    best[name] = min(best[name], time.perf_counter() - start)
+    return best["mm"] / best["onednn"]
+
+
+def training_linear_scope(x: torch.Tensor) -> str:
+    """Which of LIT's Linear layers a training (autograd) pass on ``x`` computes through oneDNN.
+
+    ``"none"``: all run as ATen modules. ``"mlp"``: those of the MLP-only stages, with the weight
+    gradients from ATen's ``mm``. ``"all"``: every block's Linear layers (attention's qkv and
+    projection too) and every weight gradient; chosen where the kernel is set to ``"onednn"``, or
+    under ``"auto"`` where :func:`onednn_matmul_speedup` reaches ``ONEDNN_TRAINING_SPEEDUP``.
+    """
+    if get_cpu_mlp_kernel(x) != "onednn":
+        return "none"
+    if _cpu_mlp_kernel == "onednn" or onednn_matmul_speedup() >= ONEDNN_TRAINING_SPEEDUP:
+        return "all"
+    return "mlp"
+
+
 def linear_inference(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """``x @ weight.T + bias`` for any leading dimensions, as one oneDNN product; inference only."""
     out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), weight, bias, "none", [], "")
@@ -118,12 +171,16 @@ def linear_add(
 
 
 class _LinearFunction(torch.autograd.Function):
-    """``x @ weight.T + bias`` for 2-D ``x``: oneDNN forward and input gradient, ``mm`` weight gradient."""
+    """``x @ weight.T + bias`` for 2-D ``x``: oneDNN forward and input gradient; the weight gradient
+    from ``mm``, or from oneDNN where ``onednn_weight_grad`` is set."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], onednn_weight_grad: bool
+    ) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
+        ctx.onednn_weight_grad = onednn_weight_grad
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
     @staticmethod
@@ -132,17 +189,28 @@ class _LinearFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad = grad.contiguous()
         grad_x = grad_weight = grad_bias = None
+        product = torch.ops.mkldnn._linear_pointwise
         if ctx.needs_input_grad[0]:
             # The weight is small; transposing it once keeps oneDNN on its fast, plain layout.
-            grad_x = torch.ops.mkldnn._linear_pointwise(grad, weight.t().contiguous(), None, "none", [], "")
+            grad_x = product(grad, weight.t().contiguous(), None, "none", [], "")
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.mm(grad.t(), x)
+            if not ctx.onednn_weight_grad or x.shape[0] == 0:  # oneDNN rejects an empty reduction
+                grad_weight = torch.mm(grad.t(), x)
+            elif x.shape[1] < grad.shape[1]:
+                # oneDNN reads its first operand row-major: of grad^T and x^T, copy the narrower
+                # one (fewer features), here x, and let the other pass as a transposed view.
+                grad_weight = product(x.t().contiguous(), grad.t(), None, "none", [], "").t()
+            else:
+                grad_weight = product(grad.t().contiguous(), x.t(), None, "none", [], "")
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum(0)
-        return grad_x, grad_weight, grad_bias
+        return grad_x, grad_weight, grad_bias, None
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` for float32 CPU tensors through oneDNN, with autograd."""
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], onednn_weight_grad: bool = False
+) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for float32 CPU tensors through oneDNN, with autograd; the
+    weight gradient through oneDNN too with ``onednn_weight_grad`` (see :func:`training_linear_scope`)."""
     rows = x.reshape(-1, x.shape[-1])
-    return _LinearFunction.apply(rows, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
+    return _LinearFunction.apply(rows, weight, bias, onednn_weight_grad).reshape(*x.shape[:-1], weight.shape[0])
