@@ -51,6 +51,7 @@ __all__ = [
     "register_runtime",
     "run_benchmark",
     "measure_matmul_peak",
+    "matmul_products",
     "count_flops",
     "format_table",
     "format_ratios",
@@ -308,52 +309,91 @@ TRAIN_FLOPS_PER_FORWARD = 3
 def measure_matmul_peak(
     device: torch.device, precision: str = "float32", size: Optional[int] = None, repeats: int = 5
 ) -> float:
-    """Best plain ``size x size`` matrix-multiply throughput (GFLOP/s) in ``precision``."""
-    return _matmul_peak(device, precision, size, repeats)[0]
+    """Best plain ``size x size`` matrix-multiply throughput (GFLOP/s) in ``precision``: on the
+    CPU in float32 the faster of ATen's ``mm`` and oneDNN's product (see :func:`matmul_products`)."""
+    return max(wall for wall, _ in _matmul_peak(device, precision, size, repeats).values())
 
 
-def _matmul_peak(device: torch.device, precision: str, size: Optional[int], repeats: int) -> Tuple[float, float]:
-    """(wall-clock, process-CPU-time) matmul GFLOP/s, best of ``repeats``."""
+def matmul_products(device: torch.device, precision: str) -> List[str]:
+    """The plain matrix products the probe times: ATen's ``mm`` (cuBLAS on CUDA, MKL on x86 CPUs),
+    and on the CPU in float32 also oneDNN's, which some CPUs run twice as fast (a Zen 5 EPYC,
+    where MKL uses its AVX2 code) and which litvit's CPU paths use."""
+    from .ops.onednn import onednn_linear_available
+
+    if device.type == "cpu" and precision == "float32" and onednn_linear_available():
+        return ["mm", "onednn"]
+    return ["mm"]
+
+
+def _matmul_peak(
+    device: torch.device, precision: str, size: Optional[int], repeats: int
+) -> Dict[str, Tuple[float, float]]:
+    """Per product of :func:`matmul_products`, (wall-clock, process-CPU-time) GFLOP/s, best of ``repeats``."""
     dtype = PRECISIONS[precision]
     size = size or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
+    products = {
+        "mm": lambda: torch.mm(a, b),
+        "onednn": lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""),
+    }
     inner = 10 if device.type == "cuda" else 2
-    best, best_cpu = math.inf, math.inf
+    names = matmul_products(device, precision)
+    best = {name: (math.inf, math.inf) for name in names}
     for i in range(repeats + 1):
-        _sync(device)
-        start, cpu_start = time.perf_counter(), time.process_time()
-        for _ in range(inner):
-            torch.mm(a, b)
-        _sync(device)
-        if i:  # the first round warms up the BLAS library
-            best = min(best, (time.perf_counter() - start) / inner)
-            best_cpu = min(best_cpu, max(time.process_time() - cpu_start, 1e-9) / inner)
+        for name in names:
+            _sync(device)
+            start, cpu_start = time.perf_counter(), time.process_time()
+            for _ in range(inner):
+                products[name]()
+            _sync(device)
+            if i:  # the first round warms up the libraries
+                wall = (time.perf_counter() - start) / inner
+                cpu = max(time.process_time() - cpu_start, 1e-9) / inner
+                best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
     flops = 2 * size**3 / 1e9
-    return flops / best, flops / best_cpu
+    return {name: (flops / wall, flops / cpu) for name, (wall, cpu) in best.items()}
+
+
+MATMUL_PRODUCT_NAMES = {"mm": "torch.mm", "onednn": "oneDNN"}
+# litvit.ops.onednn.training_linear_scope's answers, for the table's footer.
+TRAINING_SCOPE_WORDS = {"none": "ATen", "mlp": "oneDNN in the MLP-only stages", "all": "oneDNN throughout"}
 
 
 class _MatmulProbe:
-    """One matmul timing per benchmark round, so the peak sees the same load as the models."""
+    """One matmul timing per benchmark round, so the peak sees the same load as the models.
+
+    The peak is the product (of :func:`matmul_products`) with the highest median rate."""
 
     def __init__(self, device: torch.device, precision: str, size: Optional[int]):
         self.device, self.precision, self.size = device, precision, size
-        self.values: List[float] = []
-        self.cpu_values: List[float] = []
+        self.samples: Dict[str, List[Tuple[float, float]]] = {n: [] for n in matmul_products(device, precision)}
 
     def __call__(self) -> None:
-        wall, cpu = _matmul_peak(self.device, self.precision, self.size, repeats=2)
-        self.values.append(wall)
-        self.cpu_values.append(cpu)
+        for name, rates in _matmul_peak(self.device, self.precision, self.size, repeats=2).items():
+            self.samples[name].append(rates)
+
+    def medians(self) -> Dict[str, float]:
+        """Median wall-clock GFLOP/s of each product."""
+        return {n: statistics.median(w for w, _ in v) for n, v in self.samples.items() if v}
+
+    @property
+    def product(self) -> Optional[str]:
+        medians = self.medians()
+        return max(medians, key=medians.get) if medians else None
+
+    @property
+    def values(self) -> List[float]:
+        return [wall for wall, _ in self.samples[self.product]] if self.product else []
 
     @property
     def gflops(self) -> Optional[float]:
-        return statistics.median(self.values) if self.values else None
+        return self.medians().get(self.product) if self.product else None
 
     @property
     def cpu_gflops(self) -> Optional[float]:
         """GFLOP per second of process CPU time: on CPU, unaffected by time spent descheduled."""
-        return statistics.median(self.cpu_values) if self.cpu_values else None
+        return statistics.median(c for _, c in self.samples[self.product]) if self.product else None
 
 
 def _build_step(
@@ -648,6 +688,8 @@ def run_benchmark(config: BenchmarkConfig, log: Optional[Callable[[str], None]] 
             result["cpu_peak_fraction"] = cpu_rate / cpu_peak
     meta = _meta(config, peak, probe.values if probe else [])
     meta["matmul_peak_cpu_gflops"] = cpu_peak
+    meta["matmul_peak_product"] = probe.product if probe else None
+    meta["matmul_product_gflops"] = probe.medians() if probe else {}
     return {"meta": meta, "results": results}
 
 
@@ -807,11 +849,14 @@ def _meta(config: BenchmarkConfig, peak: Optional[float], peak_samples: List[flo
 
     from . import __version__
     from .ops.deform import get_dtm_kernel
-    from .ops.onednn import get_cpu_mlp_kernel
+    from .ops.onednn import get_cpu_mlp_kernel, training_linear_scope
 
     device = torch.device(config.device)
-    # What LIT's MLP-only stages ran on in float32 CPU inference; other runs use ATen throughout.
-    cpu_mlp = get_cpu_mlp_kernel(torch.empty(0)) if device.type == "cpu" and config.precision == "float32" else None
+    # What LIT's Linear layers ran on in float32 CPU inference, and which of them took oneDNN in
+    # training; other runs use ATen throughout.
+    cpu_float32 = device.type == "cpu" and config.precision == "float32"
+    cpu_mlp = get_cpu_mlp_kernel(torch.empty(0)) if cpu_float32 else None
+    cpu_train_scope = training_linear_scope(torch.empty(0)) if cpu_float32 and "train" in config.modes else None
     if device.type == "cuda":
         device_name = torch.cuda.get_device_name(device)
     else:
@@ -830,6 +875,7 @@ def _meta(config: BenchmarkConfig, peak: Optional[float], peak_samples: List[flo
         "matmul_peak_samples": peak_samples,
         "dtm_kernel": get_dtm_kernel(device),  # what ran: CPU always samples with grid_sample
         "cpu_mlp_kernel": cpu_mlp,
+        "cpu_training_onednn_scope": cpu_train_scope,
         "config": config.to_dict(),
     }
 
@@ -892,9 +938,15 @@ def format_table(report: Dict[str, Any]) -> str:
         f"{config['repeats']} repeats x {config['steps']} steps after {config['warmup']} warm-up"
         + (f"; DTM kernel {meta['dtm_kernel']}" if config["device"].startswith("cuda") and "dtm_kernel" in meta else "")
         + (f"; CPU MLP kernel {meta['cpu_mlp_kernel']}" if meta.get("cpu_mlp_kernel") else "")
+        + (f" (training: {TRAINING_SCOPE_WORDS[meta['cpu_training_onednn_scope']]})" if meta.get("cpu_training_onednn_scope") else "")
     )
     if meta.get("matmul_peak_gflops"):
-        line = f"matmul peak: {meta['matmul_peak_gflops']:.1f} GFLOP/s (median of {len(meta['matmul_peak_samples'])} interleaved probes)"
+        products = meta.get("matmul_product_gflops") or {}
+        line = f"matmul peak: {meta['matmul_peak_gflops']:.1f} GFLOP/s"
+        if len(products) > 1:  # say which product set it, and what the others reached
+            others = [f"{MATMUL_PRODUCT_NAMES[n]} {g:.1f}" for n, g in products.items() if n != meta["matmul_peak_product"]]
+            line += f" from {MATMUL_PRODUCT_NAMES[meta['matmul_peak_product']]} ({', '.join(others)})"
+        line += f", median of {len(meta['matmul_peak_samples'])} interleaved probes"
         if meta.get("matmul_peak_cpu_gflops"):
             line += f"; {meta['matmul_peak_cpu_gflops']:.1f} GFLOP per CPU-second (%peak cpu compares CPU time)"
         lines.append(line)

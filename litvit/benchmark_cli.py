@@ -77,7 +77,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="steps per timed repeat (default 1 on CPU, 10 on CUDA)")
     p.add_argument("--matmul-peak", action="store_true",
                    help="also time a plain square matmul in the same precision, once per repeat round, and report "
-                   "each model's achieved GFLOP/s as a fraction of it")
+                   "each model's achieved GFLOP/s as a fraction of it (on the CPU in float32 both torch.mm and oneDNN's "
+                   "product are timed and the faster sets the peak: on some CPUs, AMD Zen 5 for one, they differ 2x)")
     p.add_argument("--matmul-size", type=int, default=None, help="side of the matmul probe (default 2048 CPU, 8192 CUDA)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement (a fresh process per model)")
     p.add_argument("--no-tune-malloc", action="store_true",

@@ -41,6 +41,11 @@ def test_results_are_complete_and_consistent():
     ]
     peak = report["meta"]["matmul_peak_gflops"]
     assert peak > 0 and len(report["meta"]["matmul_peak_samples"]) == 2 * 2  # one probe per round
+    # Every plain product torch offers here was timed; the peak is the fastest one's median.
+    products = report["meta"]["matmul_product_gflops"]
+    assert list(products) == bench.matmul_products(torch.device("cpu"), "float32")
+    assert peak == max(products.values()) == products[report["meta"]["matmul_peak_product"]]
+    assert peak == pytest.approx(statistics.median(report["meta"]["matmul_peak_samples"]))
     for r in results:
         assert set(r) == set(bench.RESULT_FIELDS)
         assert r["status"] == "ok" and r["error"] is None
@@ -128,11 +133,21 @@ def test_cli_writes_json_csv_and_table(tmp_path, capsys):
     code = main(
         ["benchmark", "--device", "cpu", "--model", "lit_ti", "lit_s", "--img-size", "64", "-b", "2", "--train-batch-size", "2",
          "--repeats", "2", "--no-memory", "--num-classes", "10", "--ratios", "lit_ti:lit_s",
+         "--matmul-peak", "--matmul-size", "64",
          "--json", str(json_path), "--csv", str(csv_path), "--model-kwargs", *TINY_CLI]
     )
     assert code == 0
     out = capsys.readouterr().out
     assert "img/s" in out and "GMACs" in out and "lit_ti / lit_s (inference, 64px)" in out
+    meta = json.loads(json_path.read_text())["meta"]
+    peak_line = f"matmul peak: {meta['matmul_peak_gflops']:.1f} GFLOP/s"
+    if len(meta["matmul_product_gflops"]) > 1:  # names the faster product and gives the other's rate
+        slower = [n for n in meta["matmul_product_gflops"] if n != meta["matmul_peak_product"]][0]
+        peak_line += (
+            f" from {bench.MATMUL_PRODUCT_NAMES[meta['matmul_peak_product']]}"
+            f" ({bench.MATMUL_PRODUCT_NAMES[slower]} {meta['matmul_product_gflops'][slower]:.1f})"
+        )
+    assert peak_line + f", median of {len(meta['matmul_peak_samples'])} interleaved probes" in out
     report = json.loads(json_path.read_text())
     assert {"date", "command", "device_name", "torch", "timm", "config"} <= set(report["meta"])
     assert report["meta"]["config"]["model_kwargs"]["depths"] == [1, 1, 1, 1]
@@ -142,6 +157,8 @@ def test_cli_writes_json_csv_and_table(tmp_path, capsys):
     assert report["meta"]["dtm_kernel"] == "torch"
     assert report["meta"]["cpu_mlp_kernel"] in ("aten", "onednn")
     assert f"CPU MLP kernel {report['meta']['cpu_mlp_kernel']}" in out
+    scope = report["meta"]["cpu_training_onednn_scope"]
+    assert scope in ("none", "mlp", "all") and f"(training: {bench.TRAINING_SCOPE_WORDS[scope]})" in out
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == bench.RESULT_FIELDS
