@@ -580,7 +580,9 @@ def onednn_training_scope(block: Block, x: torch.Tensor) -> str:
     if block.use_reference or graph_capture_active() or _autocast_enabled("cpu"):
         return "none"
     layers = [mlp.fc1, mlp.fc2] if attn is None else [mlp.fc1, mlp.fc2, attn.qkv, attn.proj]
-    if type(mlp) is not Mlp or (attn is not None and type(attn) is not Attention) or any(type(layer) is not nn.Linear or layer.weight.dtype != x.dtype for layer in layers):
+    if type(mlp) is not Mlp or (attn is not None and type(attn) is not Attention):
+        return "none"
+    if any(type(layer) is not nn.Linear or layer.weight.dtype != x.dtype for layer in layers):
         return "none"
     if _global_module_hooks() or _has_hooks((mlp, *layers)):
         return "none"

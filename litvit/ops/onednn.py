@@ -17,8 +17,8 @@ MLP-only stages: oneDNN computes the forward pass and the input gradient (the na
 64/128 products, which MKL ran at 65-75 % of the matmul peak on an AVX-512 Zen 4 EPYC while
 oneDNN reached it), and MKL's ``mm`` the weight gradient, where oneDNN would need a transposed
 copy of the activations and gained nothing (section 16). Where oneDNN's products are markedly
-faster than MKL's (:func:`onednn_matmul_speedup`: 2.3x on a Zen 5 EPYC, where MKL runs its AVX2
-code while oneDNN uses the full-width AVX-512 units; 1.1x on Zen 4, about 1x on a Xeon), training
+faster than MKL's (:func:`onednn_matmul_speedup`: 2.1-2.3x on a Zen 5 EPYC, whose full-width
+AVX-512 units oneDNN uses and MKL apparently does not; 1.1x on Zen 4, about 1x on a Xeon), training
 also takes oneDNN in the attention stages and for every weight gradient
 (:func:`training_linear_scope`; section 18). The ATen path stays the reference.
 """
@@ -47,8 +47,9 @@ __all__ = [
 CPU_MLP_KERNELS = ("auto", "aten", "onednn")
 
 # oneDNN's product rate over MKL's from which "auto" training takes oneDNN for every Linear layer
-# and weight gradient: 2.3x on a Zen 5 EPYC, 1.13x on Zen 4, about 1x on an AVX-512 Xeon, where
-# the attention stages and weight gradients had gained at most 1.5 % (benchmarks/RESULTS.md, 16-18).
+# and weight gradient. A Zen 5 EPYC measures 2.1x and trains 1.39-1.47x faster that way; a Zen 4
+# measures 1.13x and an AVX-512 Xeon about 1x, where oneDNN in the attention stages' training
+# gained 1.5 % (Zen 4) or lost 2.5 % (Xeon) (benchmarks/RESULTS.md, sections 10f, 17d, 18c).
 ONEDNN_TRAINING_SPEEDUP = 1.25
 
 
