@@ -51,7 +51,6 @@ __all__ = [
     "register_runtime",
     "run_benchmark",
     "measure_matmul_peak",
-    "matmul_products",
     "count_flops",
     "format_table",
     "format_ratios",
@@ -310,42 +309,31 @@ def measure_matmul_peak(
     device: torch.device, precision: str = "float32", size: Optional[int] = None, repeats: int = 5
 ) -> float:
     """Best plain ``size x size`` matrix-multiply throughput (GFLOP/s) in ``precision``: on the
-    CPU in float32 the faster of ATen's ``mm`` and oneDNN's product (see :func:`matmul_products`)."""
+    CPU in float32 the faster of ATen's ``mm`` and oneDNN's product, which litvit's CPU paths use
+    and which some CPUs run twice as fast (a Zen 5 EPYC: 436-481 against MKL's 189-221 GFLOP/s)."""
     return max(wall for wall, _ in _matmul_peak(device, precision, size, repeats).values())
-
-
-def matmul_products(device: torch.device, precision: str) -> List[str]:
-    """The plain matrix products the probe times: ATen's ``mm`` (cuBLAS on CUDA, MKL on x86 CPUs),
-    and on the CPU in float32 also oneDNN's, which litvit's CPU paths use and which some CPUs run
-    twice as fast (a Zen 5 EPYC: 436-481 against MKL's 189-221 GFLOP/s)."""
-    from .ops.onednn import onednn_linear_available
-
-    if device.type == "cpu" and precision == "float32" and onednn_linear_available():
-        return ["mm", "onednn"]
-    return ["mm"]
 
 
 def _matmul_peak(
     device: torch.device, precision: str, size: Optional[int], repeats: int
 ) -> Dict[str, Tuple[float, float]]:
-    """Per product of :func:`matmul_products`, (wall-clock, process-CPU-time) GFLOP/s, best of ``repeats``."""
+    """Per library of :func:`~litvit.ops.onednn.square_products`, (wall-clock, process-CPU-time)
+    GFLOP/s, best of ``repeats``."""
+    from .ops.onednn import square_products
+
     dtype = PRECISIONS[precision]
     size = size or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    products = {
-        "mm": lambda: torch.mm(a, b),
-        "onednn": lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""),
-    }
+    products = square_products(a, b)
     inner = 10 if device.type == "cuda" else 2
-    names = matmul_products(device, precision)
-    best = {name: (math.inf, math.inf) for name in names}
+    best = {name: (math.inf, math.inf) for name in products}
     for i in range(repeats + 1):
-        for name in names:
+        for name, product in products.items():
             _sync(device)
             start, cpu_start = time.perf_counter(), time.process_time()
             for _ in range(inner):
-                products[name]()
+                product()
             _sync(device)
             if i:  # the first round warms up the libraries
                 wall = (time.perf_counter() - start) / inner
@@ -363,15 +351,16 @@ TRAINING_SCOPE_WORDS = {"none": "ATen", "mlp": "oneDNN in the MLP-only stages", 
 class _MatmulProbe:
     """One matmul timing per benchmark round, so the peak sees the same load as the models.
 
-    The peak is the product (of :func:`matmul_products`) with the highest median rate."""
+    The peak is the library's product (:func:`~litvit.ops.onednn.square_products`) with the
+    highest median rate."""
 
     def __init__(self, device: torch.device, precision: str, size: Optional[int]):
         self.device, self.precision, self.size = device, precision, size
-        self.samples: Dict[str, List[Tuple[float, float]]] = {n: [] for n in matmul_products(device, precision)}
+        self.samples: Dict[str, List[Tuple[float, float]]] = {}
 
     def __call__(self) -> None:
         for name, rates in _matmul_peak(self.device, self.precision, self.size, repeats=2).items():
-            self.samples[name].append(rates)
+            self.samples.setdefault(name, []).append(rates)
 
     def medians(self) -> Dict[str, float]:
         """Median wall-clock GFLOP/s of each product."""

@@ -450,6 +450,16 @@ def test_training_linear_scope_follows_the_kernel_and_the_probe(cpu_mlp_kernel, 
 
 
 @needs_onednn
+def test_square_products_by_library():
+    a, b = torch.randn(16, 16), torch.randn(16, 16)
+    products = onednn.square_products(a, b)
+    assert list(products) == ["mm", "onednn"]
+    torch.testing.assert_close(products["mm"](), a @ b)
+    torch.testing.assert_close(products["onednn"](), a @ b.T)  # the same work, b read as the weight
+    assert list(onednn.square_products(a.double(), b.double())) == ["mm"]  # oneDNN's op: float32 only
+
+
+@needs_onednn
 def test_onednn_matmul_speedup_leaves_the_global_random_state_alone():
     onednn.onednn_matmul_speedup.cache_clear()
     state = torch.get_rng_state()

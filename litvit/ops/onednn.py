@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Optional
+from typing import Callable, Dict, Optional
 
 import torch
 
@@ -37,6 +37,7 @@ __all__ = [
     "get_cpu_mlp_kernel",
     "onednn_linear_available",
     "onednn_matmul_speedup",
+    "square_products",
     "training_linear_scope",
     "linear",
     "linear_inference",
@@ -113,20 +114,25 @@ def get_cpu_mlp_kernel(x: Optional[torch.Tensor] = None) -> str:
     return "onednn"
 
 
+def square_products(a: torch.Tensor, b: torch.Tensor) -> Dict[str, Callable[[], torch.Tensor]]:
+    """The plain products of two ``n x n`` matrices that torch offers for them, by library:
+    ``"mm"`` (ATen's ``mm``: MKL on x86 CPUs, cuBLAS on CUDA) and, for float32 CPU tensors where
+    the op exists, ``"onednn"`` (oneDNN's inner product, ``a @ b.T``: the same work)."""
+    products = {"mm": lambda: torch.mm(a, b)}
+    if a.device.type == "cpu" and a.dtype == torch.float32 and onednn_linear_available():
+        products["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    return products
+
+
 @functools.lru_cache(maxsize=None)
 def onednn_matmul_speedup(size: int = 1024, rounds: int = 5) -> float:
     """oneDNN's float32 ``size``-cubed product rate over ATen's ``mm`` (MKL) on this CPU, measured
     once per process (about 0.1 s) with the current thread count; the best of ``rounds`` each."""
-    if not onednn_linear_available():
-        return 0.0
     # A private generator: the probe must not move the global random state a training run seeds.
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=generator)
-    b = torch.randn(size, size, generator=generator)
-    products = {
-        "mm": lambda: torch.mm(a, b),
-        "onednn": lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""),
-    }
+    products = square_products(torch.randn(size, size, generator=generator), torch.randn(size, size, generator=generator))
+    if "onednn" not in products:
+        return 0.0
     best = {name: float("inf") for name in products}
     with torch.no_grad():
         for round_ in range(rounds + 1):
