@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny LIT models and the parity fixtures of the shared reference."""
+"""Shared fixtures: tiny LIT models and the parity fixtures in ``tests/data``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,9 +14,13 @@ import litvit  # noqa: F401  (registers the LIT models with timm)
 # four stages, MLP-only stages 1-2, attention in 3-4, three DTMs, several heads.
 TINY_KWARGS = dict(embed_dims=(16, 32, 40, 64), depths=(1, 1, 1, 1), num_heads=(1, 2, 5, 8), img_size=64)
 
-# The shared reference lives beside the clone (CI checks it out next to the repository).
-PARITY_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "parity"
-REFERENCE_DIR = PARITY_DIR.parent
+# Facts about the released checkpoints, made by running the released code: random weights in
+# the released key layout with the outputs they give (parity*/), and every released key with its
+# shape (released_keys/).
+DATA_DIR = Path(__file__).resolve().parent / "data"
+PARITY_DIR = DATA_DIR / "parity"
+PARITY_V2_DIR = DATA_DIR / "parity_litv2"
+RELEASED_KEYS_DIR = DATA_DIR / "released_keys"
 
 
 @pytest.fixture
@@ -31,19 +35,16 @@ def tiny_lit() -> Callable[..., torch.nn.Module]:
     return make
 
 
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.fail(
-            f"shared reference not found at {path}: the tests expect ../shared/reference beside the repository"
-        )
-    return path
-
-
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:
-    return _require(PARITY_DIR)
+    return PARITY_DIR
 
 
 @pytest.fixture(scope="session")
-def reference_dir() -> Path:
-    return _require(REFERENCE_DIR)
+def parity_v2_dir() -> Path:
+    return PARITY_V2_DIR
+
+
+@pytest.fixture(scope="session")
+def released_keys_dir() -> Path:
+    return RELEASED_KEYS_DIR

@@ -128,9 +128,9 @@ def _released_state_dict(path: Path) -> Dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", list(EXACT_PARAMS))
-def test_released_key_layout_maps_one_to_one(full_models, reference_dir, name):
+def test_released_key_layout_maps_one_to_one(full_models, released_keys_dir, name):
     model = full_models[name]
-    released = _released_state_dict(reference_dir / f"official_state_dict_{name}.txt")
+    released = _released_state_dict(released_keys_dir / f"official_state_dict_{name}.txt")
     released_params = sum(v.numel() for k, v in released.items() if v.is_floating_point() and "running_" not in k
                           and not k.endswith(("relative_position_index", "attn_mask")))
     assert released_params == EXACT_PARAMS[name]
