@@ -21,12 +21,31 @@ __all__ = ["get_logger", "MetricsLogger", "read_metrics", "progress", "Progress"
 _LOGGER_NAME = "litvit"
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record, not at set-up.
+
+    Notebooks, pytest's capture and ``contextlib.redirect_stderr`` replace ``sys.stderr``; a
+    handler bound to the stream of its creation would write into a closed one afterwards.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def get_logger(name: str = _LOGGER_NAME) -> logging.Logger:
     """The ``litvit`` logger: INFO on the main process, WARNING elsewhere, to stderr."""
     logger = logging.getLogger(name)
     root = logging.getLogger(_LOGGER_NAME)
     if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
         root.addHandler(handler)
         root.propagate = False
