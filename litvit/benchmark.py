@@ -28,6 +28,7 @@ import csv
 import ctypes
 import dataclasses
 import datetime
+import io
 import json
 import math
 import os
@@ -43,6 +44,7 @@ import torch
 import torch.nn as nn
 
 from .errors import LitvitError
+from .fileio import atomic_path, write_text_atomic
 
 __all__ = [
     "BenchmarkConfig",
@@ -1007,36 +1009,20 @@ def format_ratios(report: Dict[str, Any], pairs: Iterable[Tuple[str, str]]) -> s
     return "\n".join(lines)
 
 
-def _atomic_text(path: str, write: Callable[[Any], None]) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", newline="") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_json(report: Dict[str, Any], path: str) -> None:
-    _atomic_text(path, lambda f: json.dump(report, f, indent=2))
+    write_text_atomic(path, json.dumps(report, indent=2), fsync=True)
 
 
 def write_csv(report: Dict[str, Any], path: str) -> None:
-    def write(f: Any) -> None:
-        writer = csv.DictWriter(f, fieldnames=RESULT_FIELDS)
-        writer.writeheader()
-        for r in report["results"]:
-            row = {k: r[k] for k in RESULT_FIELDS}
-            if row["step_ms_repeats"] is not None:
-                row["step_ms_repeats"] = " ".join(f"{t:.1f}" for t in row["step_ms_repeats"])
-            writer.writerow(row)
-
-    _atomic_text(path, write)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=RESULT_FIELDS)
+    writer.writeheader()
+    for r in report["results"]:
+        row = {k: r[k] for k in RESULT_FIELDS}
+        if row["step_ms_repeats"] is not None:
+            row["step_ms_repeats"] = " ".join(f"{t:.1f}" for t in row["step_ms_repeats"])
+        writer.writerow(row)
+    write_text_atomic(path, text.getvalue(), fsync=True)
 
 
 def plot_sweep(report: Dict[str, Any], path: str) -> None:
@@ -1072,14 +1058,11 @@ def plot_sweep(report: Dict[str, Any], path: str) -> None:
             ax.legend(fontsize=7)
     fig.suptitle(f"{report['meta']['device_name']}, {config['precision']}, runtime {config['runtime']}", fontsize=9)
     fig.tight_layout()
-    tmp = f"{path}.tmp{os.getpid()}.png"
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=120)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 if __name__ == "__main__":

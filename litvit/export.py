@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 
 from .errors import LitvitError, MissingExtraError
+from .fileio import atomic_path
 
 PathLike = Union[str, os.PathLike]
 
@@ -209,22 +210,6 @@ def _is_dynamic(program: Any, dim: int) -> bool:
     return True
 
 
-def _tmp_beside(path: Path, suffix: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def _publish(tmp: Path, path: Path) -> None:
-    """Rename a finished temporary file into place with the permissions a new file would get
-    (``mkstemp`` creates it readable by its owner only)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
 def _set_metadata(path: Path, metadata: Dict[str, str]) -> None:
     import onnx
 
@@ -259,7 +244,7 @@ def export_onnx(
             f"opset {opset} is too old: DTM sampling needs GridSample (opset {MIN_OPSET} or newer)"
         )
     path = Path(path)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), atomic_path(path, suffix=".onnx") as tmp:
         # Tracer and deprecation chatter is about the exporters, not the user's model.
         warnings.simplefilter("ignore")
         if dynamic_size:
@@ -275,41 +260,26 @@ def export_onnx(
                 optimize=True,
                 verbose=False,
             )
-            tmp = _tmp_beside(path, ".onnx")
-            try:
-                onnx_program.save(str(tmp), external_data=False)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            onnx_program.save(str(tmp), external_data=False)
         else:
             axes = {name: {0: "batch"} for name in list(input_names) + list(output_names)}
-            tmp = _tmp_beside(path, ".onnx")
-            try:
-                with _export_mode(model), torch.no_grad():
-                    # Newer torch defaults to the dynamo exporter; torch 2.4 has no such switch.
-                    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-                    torch.onnx.export(
-                        model,
-                        (example,),
-                        str(tmp),
-                        opset_version=opset,
-                        input_names=list(input_names),
-                        output_names=list(output_names),
-                        dynamic_axes=axes,
-                        **legacy,
-                    )
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-    try:
+            with _export_mode(model), torch.no_grad():
+                # Newer torch defaults to the dynamo exporter; torch 2.4 has no such switch.
+                legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(tmp),
+                    opset_version=opset,
+                    input_names=list(input_names),
+                    output_names=list(output_names),
+                    dynamic_axes=axes,
+                    **legacy,
+                )
         meta = {"litvit.dynamic_image_size": str(dynamic_size).lower()}
         if not dynamic_size:
             meta["litvit.image_size"] = "x".join(str(s) for s in example.shape[-2:])
         _set_metadata(tmp, {**meta, **(metadata or {})})
-        _publish(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path, dynamic_size
 
 
@@ -459,8 +429,7 @@ def export_model(
 
     if format == "onnx":
         require_onnx(need_exporter=_dynamic_onnx(opset))
-        tmp = _tmp_beside(out, ".onnx")
-        try:
+        with atomic_path(out, suffix=".onnx") as tmp:
             _, dynamic_size = export_onnx(
                 model, tmp, example, opset=opset, output_names=output_names, metadata=metadata, program=program
             )
@@ -469,26 +438,19 @@ def export_model(
                 sizes = [(height, width)] + ([_second_size(height, width, divisor)] if dynamic_size else [])
                 result.checks = verify_onnx(tmp, model, example, batch_sizes, sizes)
                 _raise_if_off(result, atol)
-            _publish(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
         return result
 
     dynamic_size = dynamic_size_supported("exported-program")
     if program is None:
         program = export_program(model, example, size_divisor=divisor, dynamic_size=dynamic_size)
     result = ExportResult(out, format, None, True, dynamic_size, atol=atol if verify else None)
-    tmp = _tmp_beside(out, ".pt2")
-    try:
+    with atomic_path(out, suffix=".pt2") as tmp:
         torch.export.save(program, str(tmp))
         if verify:
             # Check what was written, not the in-memory program.
             sizes = [(height, width)] + ([_second_size(height, width, divisor)] if dynamic_size else [])
             result.checks = verify_program(str(tmp), model, example, batch_sizes, sizes)
             _raise_if_off(result, atol)
-        _publish(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return result
 
 

@@ -116,6 +116,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from ..engine import cleanup, get_logger, init_distributed
     from ..engine.amp import resolve_amp
+    from ..fileio import write_text_atomic
     from .engine import DatasetInfo, build_dataset, evaluate, load_trained_model
     from .metrics import format_metrics
     from .transforms import EvalPreset
@@ -142,11 +143,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 if args.json == "-":
                     print(text)
                 else:
-                    path = Path(args.json)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_name(f".{path.name}.tmp")
-                    tmp.write_text(text + "\n", encoding="utf-8")
-                    tmp.replace(path)
+                    write_text_atomic(args.json, text + "\n")
     finally:
         cleanup()
     return 0

@@ -38,6 +38,7 @@ from ..engine.amp import AMP_CHOICES, autocast, grad_scaler, resolve_amp
 from ..engine.config import config_to_dict
 from ..engine.config import setting
 from ..errors import CheckpointError, DataError, LitvitError
+from ..fileio import write_text_atomic
 from .data import SegmentationDataset, ade20k_dirs, collate_eval, collate_train, find_pairs, read_class_names
 from .inference import logits_to_labels, predict_logits
 from .metrics import ConfusionMatrix, format_metrics
@@ -341,7 +342,7 @@ def train(cfg: SegTrainConfig) -> Dict[str, Any]:
         from ..engine.config import dump_config
 
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+        write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
 
     if ctx.is_distributed:
         if cfg.sync_bn and device.type == "cuda":
@@ -415,7 +416,7 @@ def train(cfg: SegTrainConfig) -> Dict[str, Any]:
     if last_eval is not None and ctx.is_main:
         summary = {k: last_eval[k] for k in ("mIoU", "mAcc", "aAcc")}
         summary["per_class"] = {n: {"IoU": i, "Acc": a} for n, i, a in zip(info.class_names, last_eval["IoU"], last_eval["Acc"])}
-        (run_dir / "eval.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        write_text_atomic(run_dir / "eval.json", json.dumps(summary, indent=2, default=str))
         log.info("\n%s", format_metrics(last_eval, info.class_names))
     return {"run_dir": run_dir, "metrics": last_eval, "best_miou": best, "class_names": info.class_names}
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -12,6 +11,7 @@ import torch.nn as nn
 from PIL import Image
 
 from ..errors import CheckpointError, DataError
+from ..fileio import atomic_path
 
 PathLike = Union[str, os.PathLike]
 SizeSpec = Union[None, int, Sequence[int], str]
@@ -170,20 +170,9 @@ def save_figure(fig: Any, out_path: PathLike, dpi: int = 100) -> Path:
     """Save a matplotlib figure as PNG through a temporary file, so no half-written file remains."""
     out_path = Path(out_path)
     try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".png", dir=out_path.parent)
+        with atomic_path(out_path, suffix=".png") as tmp:
+            # "tight" grows the canvas to what was drawn, so a wide legend is never clipped.
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05)
     except OSError as err:
         raise DataError(f"cannot write {out_path}: {err.strerror or err}") from None
-    os.close(fd)
-    try:
-        # "tight" grows the canvas to what was drawn, so a wide legend is never clipped.
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05)
-        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out_path
