@@ -561,18 +561,16 @@ def build_export_model(
     from a ``litvit detect train`` checkpoint or untrained (``arch`` in ``model_kwargs``,
     default ``retinanet``; ``num_classes`` default 80).
     """
-    from .checkpoint import extract_state_dict, read_checkpoint
-    from .factory import create_model
+    from .factory import create_model, model_from_checkpoint
 
     meta: Dict[str, str] = {"litvit.task": task, "litvit.model": model_name}
     if task == "classify":
-        if num_classes is None and checkpoint_path is not None:
-            state = extract_state_dict(read_checkpoint(checkpoint_path), use_ema=use_ema)
-            head = state.get("head.weight")
-            num_classes = int(head.shape[0]) if head is not None else None
-        if num_classes is not None:
-            model_kwargs["num_classes"] = num_classes
-        model = create_model(model_name, checkpoint_path=checkpoint_path, use_ema=use_ema, **model_kwargs)
+        if checkpoint_path is not None:
+            model, _ = model_from_checkpoint(checkpoint_path, model=model_name, use_ema=use_ema,
+                                             num_classes=num_classes, model_kwargs=model_kwargs)
+        else:
+            model = create_model(model_name, **({} if num_classes is None else {"num_classes": num_classes}),
+                                 **model_kwargs)
         cfg = getattr(model, "pretrained_cfg", None) or {}
         for key in ("mean", "std"):
             if key in cfg:
