@@ -213,14 +213,15 @@ def _prepare_compiled(model: nn.Module, example: torch.Tensor, config: Benchmark
     description="ONNX Runtime (CPU, float32) running the graph 'litvit export' writes (needs litvit[export])",
 )
 def _prepare_onnxruntime(model: nn.Module, example: torch.Tensor, config: BenchmarkConfig, mode: str):
-    from .export import onnxruntime_runner
+    # The conversion ``litvit export`` uses, from the layer below both tools.
+    from . import graph
 
     if not config.device.startswith("cpu"):
         raise _Skip("the onnxruntime runtime runs on CPU (the onnxruntime package has no CUDA provider here)")
     if config.precision != "float32":
         raise _Skip("the onnxruntime runtime measures float32 only")
     # Same intra-op threads as torch, so the comparison with eager/compile uses the same cores.
-    return onnxruntime_runner(model, example, threads=torch.get_num_threads())
+    return graph.onnxruntime_runner(model, example, threads=torch.get_num_threads())
 
 
 # ----------------------------------------------------------------------------- helpers
