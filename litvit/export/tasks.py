@@ -1,9 +1,8 @@
 """The model ``litvit export`` exports for each task: every task owns its adapter."""
 from __future__ import annotations
 
-import importlib
 import os
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from ..errors import ExportError
 
@@ -11,14 +10,24 @@ PathLike = Union[str, os.PathLike]
 
 __all__ = ["TASKS", "build_export_model"]
 
-# Task name -> "module:function" returning (model, metadata); imported on use, so exporting a
-# classifier does not import torchvision's detection models.
-TASK_ADAPTERS = {
-    "classify": "litvit.classification.export:classifier_for_export",
-    "segment": "litvit.segmentation.export:segmenter_for_export",
-    "detect": "litvit.detection.export:detector_for_export",
-}
-TASKS = tuple(TASK_ADAPTERS)
+TASKS = ("classify", "segment", "detect")
+
+
+def _adapter(task: str) -> Callable[..., Tuple[Any, Dict[str, str]]]:
+    # Imported on use, so exporting a classifier does not import torchvision's detection models.
+    if task == "classify":
+        from ..classification.export import classifier_for_export
+
+        return classifier_for_export
+    if task == "segment":
+        from ..segmentation.export import segmenter_for_export
+
+        return segmenter_for_export
+    if task == "detect":
+        from ..detection.export import detector_for_export
+
+        return detector_for_export
+    raise ExportError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
 
 
 def build_export_model(
@@ -40,10 +49,6 @@ def build_export_model(
     checkpoint or untrained (``arch`` in ``model_kwargs``, default ``retinanet``;
     ``num_classes`` default 80).
     """
-    if task not in TASK_ADAPTERS:
-        raise ExportError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    module, function = TASK_ADAPTERS[task].split(":")
-    adapter = getattr(importlib.import_module(module), function)
-    model, task_meta = adapter(model_name, checkpoint_path, num_classes, use_ema, **model_kwargs)
+    model, task_meta = _adapter(task)(model_name, checkpoint_path, num_classes, use_ema, **model_kwargs)
     meta: Dict[str, str] = {"litvit.task": task, "litvit.model": model_name, **task_meta}
     return model.eval(), meta
