@@ -20,7 +20,7 @@ examples:
 
 def add_parser(subparsers: "argparse._SubParsersAction") -> None:
     from ..engine.config import add_config_arguments
-    from .engine import SegTrainConfig
+    from .config import SegTrainConfig
 
     seg = subparsers.add_parser(
         "segment", help="semantic segmentation (Semantic FPN with LIT backbones)",
@@ -89,7 +89,8 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from ..engine.config import build_config, dump_config
-    from .engine import SegTrainConfig, train
+    from .config import SegTrainConfig
+    from .engine import train
 
     cfg = build_config(SegTrainConfig, args)
     if args.print_config:
