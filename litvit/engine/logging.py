@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Union
 
+from ..fileio import write_text_atomic
 from .distributed import is_main_process
 
 __all__ = ["get_logger", "MetricsLogger", "read_metrics", "progress", "Progress"]
@@ -96,11 +97,7 @@ class MetricsLogger:
         if not self.enabled or not self.path.exists():
             return
         kept = [r for r in read_metrics(self.path) if not (isinstance(r.get(key), (int, float)) and r[key] > value)]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for r in kept:
-                f.write(json.dumps(r) + "\n")
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def read_metrics(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
