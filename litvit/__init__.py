@@ -5,11 +5,13 @@ Importing the package registers ``lit_ti``, ``lit_s``, ``lit_m`` and ``lit_b`` w
 __version__ = "0.1.0"
 
 from . import models  # noqa: F401  (registers the models with timm)
+from .accel import optimize
 from .factory import create_backbone, create_model, load_checkpoint, model_from_checkpoint
 from .models import LIT, LIT_MODELS, checkpoint_filter_fn
 
 __all__ = [
     "create_model",
+    "optimize",
     "create_backbone",
     "load_checkpoint",
     "model_from_checkpoint",

@@ -36,6 +36,7 @@ __all__ = [
     "set_cpu_mlp_kernel",
     "get_cpu_mlp_kernel",
     "onednn_linear_available",
+    "cpu_has_avx512",
     "onednn_matmul_speedup",
     "square_products",
     "training_linear_scope",
@@ -75,7 +76,8 @@ def onednn_linear_available() -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_has_avx512() -> bool:
+def cpu_has_avx512() -> bool:
+    """Whether torch's CPU kernels run with AVX-512 (or AMX) here: where oneDNN's products win."""
     try:
         capability = torch.backends.cpu.get_cpu_capability()
     except AttributeError:  # torch without the query
@@ -109,7 +111,7 @@ def get_cpu_mlp_kernel(x: Optional[torch.Tensor] = None) -> str:
         return _cpu_mlp_kernel
     if _cpu_mlp_kernel == "aten" or x.device.type != "cpu" or x.dtype != torch.float32:
         return "aten"
-    if not onednn_linear_available() or (_cpu_mlp_kernel == "auto" and not _cpu_has_avx512()):
+    if not onednn_linear_available() or (_cpu_mlp_kernel == "auto" and not cpu_has_avx512()):
         return "aten"
     return "onednn"
 

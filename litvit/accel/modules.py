@@ -1,0 +1,176 @@
+"""Drop-in replacements for ``nn.Linear``, timm's ``Mlp`` and LIT's DTM that run CPU work faster.
+
+Each replacement is a subclass of the module it stands in for, holds the same parameters and
+buffers under the same names (the state dict does not change) and computes the same function up
+to float32 rounding. A faster form is taken only where nothing could tell the difference: the
+plain form runs under autocast, graph capture (``torch.compile``, ``torch.export``, ONNX) and
+wherever autograd needs what the faster form would overwrite.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Type, TypeVar
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import Mlp
+
+from ..models.dtm import DeformableTokenMerging
+from ..ops import onednn
+from ..ops.capture import graph_capture_active
+from ..ops.deform import deform_sample2x2
+
+__all__ = ["OneDNNLinear", "FusedMlp", "FoldedNormDTM", "rebind"]
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def rebind(module: nn.Module, cls: Type[M]) -> M:
+    """A new ``cls`` instance holding ``module``'s parameters, buffers, children and hooks.
+
+    The tensors are shared, not copied, so an optimizer built over the old module's parameters
+    keeps training the new one; the dicts that hold them are copied, so the old module is left as
+    it was.
+    """
+    new = cls.__new__(cls)
+    new.__dict__ = {key: value.copy() if isinstance(value, dict) else value for key, value in module.__dict__.items()}
+    return new
+
+
+def _autocast_cpu() -> bool:
+    return torch.is_autocast_enabled("cpu")
+
+
+def _onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether oneDNN's product may compute ``x @ weight.T``: eager float32 CPU work, not empty."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.numel() > 0
+        and not _autocast_cpu()
+        and not graph_capture_active()
+    )
+
+
+def _records_grad(x: torch.Tensor, module: nn.Module) -> bool:
+    """Whether autograd records this call (an input or a parameter asks for a gradient)."""
+    if not torch.is_grad_enabled():
+        return False
+    return x.requires_grad or any(p.requires_grad for p in module.parameters())
+
+
+class OneDNNLinear(nn.Linear):
+    """``nn.Linear`` whose float32 CPU products run on oneDNN's inner product.
+
+    In inference the product is one oneDNN call with the bias fused; under autograd the forward
+    pass and the input gradient take oneDNN, and the weight gradient takes it too where
+    ``onednn_weight_grad`` is set (else ATen's ``mm``). Any other dtype or device, autocast and
+    graph capture run ``F.linear``.
+    """
+
+    onednn_weight_grad: bool = False
+
+    @classmethod
+    def from_linear(cls, layer: nn.Linear, onednn_weight_grad: bool = False) -> "OneDNNLinear":
+        new = rebind(layer, cls)
+        new.onednn_weight_grad = onednn_weight_grad
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _onednn_applies(x, self.weight):
+            return F.linear(x, self.weight, self.bias)
+        if _records_grad(x, self):
+            return onednn.linear(x, self.weight, self.bias, self.onednn_weight_grad)
+        return onednn.linear_inference(x, self.weight, self.bias)
+
+
+def mlp_fuses(mlp: nn.Module) -> bool:
+    """Whether ``mlp`` is timm's ``Mlp`` as :class:`FusedMlp` can compute it: Linear layers, exact
+    GELU, no hidden norm, and no hooks on the modules whose calls the fused form skips."""
+    if not isinstance(mlp, Mlp) or not isinstance(mlp.fc1, nn.Linear) or not isinstance(mlp.fc2, nn.Linear):
+        return False
+    if type(mlp.act) is not nn.GELU or mlp.act.approximate != "none" or not isinstance(mlp.norm, nn.Identity):
+        return False
+    skipped = (mlp.act, mlp.drop1, mlp.norm)
+    return not any(m._forward_hooks or m._forward_pre_hooks for m in skipped)
+
+
+class FusedMlp(Mlp):
+    """timm's ``Mlp`` (Linear, GELU, Linear) with GELU fused into its first product in inference.
+
+    Where autograd does not record: on float32 CPU work with oneDNN Linear layers, fc1 and GELU
+    are one oneDNN product (GELU applied while each output tile is in registers); elsewhere GELU
+    overwrites fc1's output in place, so the hidden activation is held once, not twice. Under
+    autograd (training) it is the module form, whose Linear layers may still be oneDNN's.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _records_grad(x, self) or graph_capture_active() or (self.training and self.drop1.p > 0):
+            return super().forward(x)
+        fc1 = self.fc1
+        if isinstance(fc1, OneDNNLinear) and _onednn_applies(x, fc1.weight):
+            rows = onednn.linear_gelu(x.reshape(-1, x.shape[-1]), fc1.weight, fc1.bias)
+            hidden = rows.reshape(*x.shape[:-1], fc1.out_features)
+        else:
+            hidden = torch.ops.aten.gelu_(fc1(x))
+        return self.drop2(self.fc2(hidden))
+
+
+def dtm_folds(dtm: nn.Module) -> bool:
+    """Whether :class:`FoldedNormDTM` can stand in for ``dtm``: LIT's DTM with a BatchNorm that keeps
+    running statistics, exact GELU, and no hooks on the norm or activation it folds away."""
+    if not isinstance(dtm, DeformableTokenMerging) or type(dtm.norm) is not nn.BatchNorm2d:
+        return False
+    if not dtm.norm.track_running_stats or type(dtm.act) is not nn.GELU or dtm.act.approximate != "none":
+        return False
+    return not any(m._forward_hooks or m._forward_pre_hooks for m in (dtm.norm, dtm.act))
+
+
+class FoldedNormDTM(DeformableTokenMerging):
+    """LIT's DTM with its BatchNorm folded into the deformable kernel in eval mode.
+
+    With running statistics, ``BN(W s + b) = (k W) s + k (b - mean) + beta`` with
+    ``k = gamma / sqrt(var + eps)``: one product then gives normalised tokens, already in token
+    layout, and GELU acts on them in place (or, on float32 CPU work with ``onednn``, inside the
+    product). The folded kernel is computed on every call, so loaded weights take effect at once.
+    In training mode the batch statistics are needed and the module form runs.
+    """
+
+    onednn: bool = False
+
+    @classmethod
+    def from_dtm(cls, dtm: DeformableTokenMerging, onednn: bool = False) -> "FoldedNormDTM":
+        new = rebind(dtm, cls)
+        new.onednn = onednn
+        return new
+
+    def folded_projection(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The kernel as a ``C_out x C*4`` matrix and its bias, with eval-mode BatchNorm folded in."""
+        norm, proj = self.norm, self.proj
+        scale = torch.rsqrt(norm.running_var + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight
+        shift = -norm.running_mean if proj.bias is None else proj.bias - norm.running_mean
+        bias = shift * scale if norm.bias is None else torch.addcmul(norm.bias, shift, scale)
+        return proj.weight.reshape(proj.out_channels, -1) * scale[:, None], bias
+
+    def forward(
+        self, x: torch.Tensor, grid: Tuple[int, int]
+    ) -> Tuple[torch.Tensor, Tuple[int, int], torch.Tensor]:
+        if self.training or self.norm.training or graph_capture_active():
+            return super().forward(x, grid)
+        batch, _, channels = x.shape
+        x = x.reshape(batch, grid[0], grid[1], channels).permute(0, 3, 1, 2)
+        offset = self.offset_conv(x)
+        out_h, out_w = offset.shape[-2:]
+        samples = deform_sample2x2(x, offset)  # B x (C*4) x N'
+        rows = samples.transpose(1, 2).reshape(-1, samples.shape[1])
+        weight, bias = self.folded_projection()
+        out: Optional[torch.Tensor] = None
+        if self.onednn and _onednn_applies(rows, weight) and not _records_grad(x, self):
+            out = onednn.linear_gelu(rows, weight, bias)
+        else:
+            out = torch.addmm(bias.to(rows.dtype), rows, weight.t().to(rows.dtype))
+            out = F.gelu(out) if torch.is_grad_enabled() and out.requires_grad else torch.ops.aten.gelu_(out)
+        return out.reshape(batch, out_h * out_w, self.proj.out_channels), (out_h, out_w), offset
