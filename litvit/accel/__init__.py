@@ -17,8 +17,9 @@ made once, by :func:`choose_plan`, and every one of them can be fixed by an argu
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -29,7 +30,7 @@ from ..models.dtm import DeformableTokenMerging
 from ..ops import onednn as onednn_ops
 from .modules import FoldedNormDTM, FusedMlp, OneDNNLinear, dtm_folds, mlp_fuses, rebind
 
-__all__ = ["AccelPlan", "choose_plan", "optimize", "applied_plan", "replaced_counts", "FusedMlp", "FoldedNormDTM", "OneDNNLinear"]
+__all__ = ["AccelPlan", "choose_plan", "optimize", "applied_plan", "replaced_counts", "optimize_for_device", "FusedMlp", "FoldedNormDTM", "OneDNNLinear"]
 
 
 @dataclass(frozen=True)
@@ -151,3 +152,16 @@ def replaced_counts(model: nn.Module) -> Dict[str, int]:
     """How many modules of each replacement type :func:`optimize` put into ``model``."""
     entry = model.__dict__.get("litvit_accel")
     return dict(entry[1]) if entry else {}
+
+
+def optimize_for_device(
+    model: nn.Module, device: Union[torch.device, str], enabled: bool = True, log: Optional[logging.Logger] = None
+) -> nn.Module:
+    """What the litvit commands run: ``model`` through :func:`optimize` on a CPU unless ``enabled`` is
+    off (``--no-optimize``), with one log line saying what the layer chose; elsewhere ``model``."""
+    device = torch.device(device)
+    if not enabled or device.type != "cpu":
+        return model
+    model = optimize(model, device="cpu")
+    (log or logging.getLogger("litvit.accel")).info("CPU speed layer: %s; --no-optimize runs the plain model", applied_plan(model).describe())
+    return model

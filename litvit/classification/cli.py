@@ -60,6 +60,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a litvit checkpoint")
     p.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_optimize_argument(p)
     p.set_defaults(func=run_eval)
 
     p = subparsers.add_parser("predict", help="top-k classes of image files")
@@ -72,13 +73,22 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--topk", type=int, default=5, help="classes to show per image")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N")
     p.add_argument("--ema", action="store_true", help="use the EMA weights of a litvit checkpoint")
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES,
+                   help="autocast dtype: auto (bf16 on CUDA, fp16 on GPUs without bf16, none on CPU), bf16, fp16, none")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_optimize_argument(p)
     p.set_defaults(func=run_predict)
 
     p = subparsers.add_parser("plot", help="draw loss, accuracy and learning-rate curves of a run to a PNG")
     p.add_argument("run_dir", help="run directory holding metrics.jsonl")
     p.add_argument("--out", default=None, help="output PNG (default: RUN_DIR/curves.png)")
     p.set_defaults(func=run_plot)
+
+
+def _add_optimize_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-optimize", dest="optimize", action="store_false",
+                   help="run the plain model on the CPU (by default litvit.optimize swaps modules for faster twins "
+                   "with the same weights and outputs)")
 
 
 def _yaml_mapping(text: str) -> Any:
@@ -120,6 +130,7 @@ def run_eval(args: argparse.Namespace) -> int:
         args.checkpoint, args.data_dir, split=args.split, model=args.model, img_size=args.img_size,
         batch_size=args.batch_size, workers=args.workers, device=args.device, amp=args.amp, use_ema=args.ema,
         strict=args.strict, progress_kwargs={"enabled": False} if args.json else None, model_kwargs=args.model_kwargs,
+        optimize=args.optimize,
     )
     if not _is_rank0():
         return 0
@@ -139,7 +150,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
     loaded = load_classifier(args.checkpoint, model=args.model, img_size=args.img_size, use_ema=args.ema,
                              model_kwargs=args.model_kwargs)
-    results = predict_images(loaded, args.images, topk=args.topk, device=args.device)
+    results = predict_images(loaded, args.images, topk=args.topk, device=args.device, amp=args.amp,
+                             optimize=args.optimize)
     if args.json:
         print(json.dumps(results))
         return 0

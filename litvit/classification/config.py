@@ -85,6 +85,8 @@ class TrainConfig:
                   "'bf16', 'fp16' (with a loss scaler), 'none'", choices=AMP_CHOICES)
     grad_checkpointing: bool = setting(False, "recompute activations in backward to save memory")
     compile: bool = setting(False, "torch.compile the model")
+    optimize: bool = setting(True, "on a CPU, swap modules for faster twins with the same weights and outputs "
+                             "(litvit.optimize); --no-optimize trains the plain model")
     channels_last: bool = setting(False, "channels-last memory format (helps convolutions on recent GPUs)")
     sync_bn: bool = setting(False, "synchronise BatchNorm statistics across processes (CUDA)")
     workers: int = setting(8, "data-loader worker processes per training process")

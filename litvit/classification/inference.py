@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from ..accel import optimize_for_device
 from ..engine.amp import autocast, resolve_amp
 from ..engine.distributed import cleanup, init_distributed
 from ..engine.samplers import EvalDistributedSampler
@@ -81,10 +82,12 @@ def evaluate_checkpoint(
     strict: bool = False,
     progress_kwargs: Optional[Dict[str, Any]] = None,
     model_kwargs: Optional[Dict[str, Any]] = None,
+    optimize: bool = True,
 ) -> Dict[str, Any]:
     """Top-1, top-5 and loss of ``checkpoint`` on ``data_dir/split`` with the released evaluation
     transform (resize ``img_size / crop_pct``, bicubic, centre crop). Runs distributed under
-    ``torchrun`` (each image evaluated once, sums reduced over processes)."""
+    ``torchrun`` (each image evaluated once, sums reduced over processes). On a CPU the model runs
+    through :func:`litvit.optimize` unless ``optimize`` is off."""
     ctx = init_distributed(device)
     try:
         loaded = load_classifier(checkpoint, model=model, img_size=img_size, use_ema=use_ema, model_kwargs=model_kwargs)
@@ -107,7 +110,7 @@ def evaluate_checkpoint(
             collate_fn=collate_with_flags,
             pin_memory=ctx.device.type == "cuda",
         )
-        net = loaded.model.to(ctx.device)
+        net = optimize_for_device(loaded.model.to(ctx.device), ctx.device, optimize)
         stats = evaluate(net, loader, ctx.device, resolve_amp(amp, ctx.device), progress_kwargs=progress_kwargs)
         stats.update(checkpoint=str(checkpoint), model=loaded.cfg.model, split=str(Path(data_dir) / split),
                      img_size=loaded.cfg.img_size, world_size=ctx.world_size)
@@ -123,11 +126,14 @@ def predict_images(
     topk: int = 5,
     device: Optional[str] = None,
     batch_size: int = 32,
+    amp: str = "auto",
+    optimize: bool = True,
 ) -> List[Dict[str, Any]]:
     """Top-``topk`` classes of each image: ``[{"image", "top": [{"index", "name", "prob"}, ...]}]``.
 
     Names come from the checkpoint's recorded class folders, else ImageNet's for 1000 classes,
-    else the index.
+    else the index. ``amp`` picks the autocast dtype (:func:`~litvit.engine.amp.resolve_amp`); on a
+    CPU the model runs through :func:`litvit.optimize` unless ``optimize`` is off.
     """
     from ..engine.distributed import resolve_device
 
@@ -136,7 +142,8 @@ def predict_images(
     if names is None and loaded.num_classes == 1000:
         names = imagenet_class_names()
     transform = build_transforms(loaded.cfg, False)
-    net = loaded.model.to(dev).eval()
+    net = optimize_for_device(loaded.model.to(dev).eval(), dev, optimize)
+    amp_dtype = resolve_amp(amp, dev)
     k = max(1, min(topk, loaded.num_classes))
     results: List[Dict[str, Any]] = []
     paths = [Path(p) for p in images]
@@ -152,7 +159,7 @@ def predict_images(
             except Exception as err:
                 raise DataError(f"cannot read image {p}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
         x = torch.stack(batch).to(dev)
-        with autocast(dev, resolve_amp("auto", dev)):
+        with autocast(dev, amp_dtype):
             logits = net(x)
         probs = logits.float().softmax(dim=1)
         top = probs.topk(k, dim=1)

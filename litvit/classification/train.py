@@ -24,6 +24,7 @@ from ..engine import (
     restore_rng_state,
     unwrap_model,
 )
+from ..accel import optimize_for_device
 from ..engine.amp import grad_scaler, resolve_amp
 from ..engine.config import config_to_dict, dump_config
 from ..errors import CheckpointError, DataError, LitvitError
@@ -169,6 +170,7 @@ def _train(cfg: TrainConfig, ctx) -> Dict[str, Any]:
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    model = optimize_for_device(model, device, cfg.optimize, log)
 
     global_batch = sampler.global_batch_size
     lrs = resolve_lr(cfg, global_batch)
