@@ -63,11 +63,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=list(PRECISIONS), default="float32",
                    help="float32, or bfloat16/float16 autocast (float16 needs CUDA)")
     p.add_argument("--channels-last", action="store_true", help="model and input in channels-last memory format")
-    p.add_argument("--runtime", choices=sorted(RUNTIMES), nargs="+", default=["eager"],
-                   help="how models run (default eager); several are measured side by side, interleaved like the "
+    p.add_argument("--runtime", choices=sorted(RUNTIMES), nargs="+", default=None,
+                   help="how models run (default on a CPU: eager and optimized, so every model is measured as timm "
+                   "ships it and through litvit's speed layer; elsewhere, or with --no-optimize, eager); several are measured side by side, interleaved like the "
                    "models (e.g. --runtime eager compile onnxruntime): "
                    + "; ".join(f"{n}: {r.description}" for n, r in sorted(RUNTIMES.items())))
     p.add_argument("--compile", action="store_true", help="shorthand for --runtime compile")
+    p.add_argument("--no-optimize", action="store_true",
+                   help="measure the plain models only (no 'optimized' runtime by default on the CPU)")
+    p.add_argument("--onednn", choices=("auto", "on", "off"), default="auto",
+                   help="the optimized runtime's Linear layers on oneDNN: auto (AVX-512 CPUs), on, off")
+    p.add_argument("--onednn-weight-grad", choices=("auto", "on", "off"), default="auto",
+                   help="the optimized runtime's weight gradients on oneDNN too: auto (where a timed product says "
+                   "oneDNN is markedly faster), on, off")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode (e.g. max-autotune) for --runtime compile")
     p.add_argument("--fullgraph", action="store_true", help="torch.compile(fullgraph=True): fail on graph breaks")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda if available, else cpu)")
@@ -100,11 +108,16 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .benchmark import (
-        BenchmarkConfig, format_ratios, format_table, pair_ratios, plot_sweep, run_benchmark, write_csv, write_json,
+        BenchmarkConfig, format_ratios, format_table, pair_ratios, plot_sweep, run_benchmark, shipped_ratios, write_csv,
+        write_json,
     )
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     on_cuda = device.startswith("cuda")
+    runtimes = ["compile"] if args.compile else list(args.runtime or ["eager"])
+    if args.runtime is None and not args.compile and not args.no_optimize and not on_cuda:
+        runtimes.append("optimized")
+    choice = {"auto": None, "on": True, "off": False}
     config = BenchmarkConfig(
         models=list(args.model),
         modes=list(dict.fromkeys(args.mode)),
@@ -113,8 +126,10 @@ def run(args: argparse.Namespace) -> int:
         img_sizes=args.sweep_img_size or [args.img_size],
         precision=args.precision,
         channels_last=args.channels_last,
-        runtime="compile" if args.compile else args.runtime[0],
-        runtimes=["compile"] if args.compile else list(args.runtime),
+        runtime=runtimes[0],
+        runtimes=runtimes,
+        onednn=choice[args.onednn],
+        onednn_weight_grad=choice[args.onednn_weight_grad],
         compile_mode=args.compile_mode,
         fullgraph=args.fullgraph,
         device=device,
@@ -141,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     ratios = format_ratios(report, pairs)
     if ratios:
         print(ratios)
-    report["ratios"] = pair_ratios(report, pairs)
+    report["ratios"] = pair_ratios(report, pairs) + shipped_ratios(report, pairs)
     if args.json:
         write_json(report, args.json)
     if args.csv:

@@ -30,11 +30,11 @@ from __future__ import annotations
 
 from .config import MODES, PRECISIONS, RESULT_FIELDS, BenchmarkConfig
 from .memory import LiveStorage, live_tensor_peak, live_tensor_peak_bytes, measure_peak_memory
-from .report import format_ratios, format_table, pair_ratios, plot_sweep, write_csv, write_json
+from .report import format_ratios, format_table, pair_ratios, plot_sweep, shipped_ratios, write_csv, write_json
 from .runner import CPU_SETTLE_ROUNDS, run_benchmark
 from .runtimes import RUNTIMES, Runtime, register_runtime
 from .steps import create_bench_model, tune_cpu_malloc
-from .timing import MATMUL_PRODUCT_NAMES, TRAINING_SCOPE_WORDS, count_flops, measure_matmul_peak
+from .timing import MATMUL_PRODUCT_NAMES, count_flops, measure_matmul_peak
 
 __all__ = [
     "BenchmarkConfig",
@@ -47,6 +47,7 @@ __all__ = [
     "format_table",
     "format_ratios",
     "pair_ratios",
+    "shipped_ratios",
     "write_json",
     "write_csv",
     "plot_sweep",
@@ -61,5 +62,4 @@ __all__ = [
     "CPU_SETTLE_ROUNDS",
     "create_bench_model",
     "MATMUL_PRODUCT_NAMES",
-    "TRAINING_SCOPE_WORDS",
 ]

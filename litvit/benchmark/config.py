@@ -76,6 +76,9 @@ class BenchmarkConfig:
     threads: Optional[int] = None
     tune_malloc: bool = True
     seed: int = 0
+    # The "optimized" runtime's choices (litvit.accel.choose_plan); None: decided once per run.
+    onednn: Optional[bool] = None
+    onednn_weight_grad: Optional[bool] = None
     model_kwargs: Dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:

@@ -177,15 +177,15 @@ def measure_peak_memory(
 ) -> Dict[str, Any]:
     """Peak memory of one model and mode, measured in a fresh Python process."""
     from ..ops.deform import get_dtm_kernel
-    from ..ops.onednn import get_cpu_mlp_kernel
 
     spec = {"model": name, "mode": mode, "img_size": img_size, "config": config.to_dict(), "runtime": runtime}
     proc = subprocess.run(
         [sys.executable, "-m", "litvit.benchmark", "--memory-worker", json.dumps(spec)],
         capture_output=True,
         text=True,
-        # The worker is a new interpreter: hand it the kernel choices this process uses.
-        env={**os.environ, "LITVIT_DTM_KERNEL": get_dtm_kernel(), "LITVIT_CPU_MLP_KERNEL": get_cpu_mlp_kernel()},
+        # The worker is a new interpreter: hand it the DTM kernel this process uses (the speed
+        # layer's choices travel in the config).
+        env={**os.environ, "LITVIT_DTM_KERNEL": get_dtm_kernel()},
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:

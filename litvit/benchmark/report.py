@@ -8,9 +8,9 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 from ..fileio import atomic_path, write_text_atomic
 from .config import RESULT_FIELDS
-from .timing import MATMUL_PRODUCT_NAMES, TRAINING_SCOPE_WORDS
+from .timing import MATMUL_PRODUCT_NAMES
 
-__all__ = ["format_table", "pair_ratios", "format_ratios", "write_json", "write_csv", "plot_sweep"]
+__all__ = ["format_table", "pair_ratios", "shipped_ratios", "format_ratios", "write_json", "write_csv", "plot_sweep"]
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -58,9 +58,9 @@ def format_table(report: Dict[str, Any]) -> str:
         f"runtime {', '.join(runtimes) or config['runtime']}; channels-last {'on' if config['channels_last'] else 'off'}; "
         f"{config['repeats']} repeats x {config['steps']} steps after {config['warmup']} warm-up"
         + (f"; DTM kernel {meta['dtm_kernel']}" if config["device"].startswith("cuda") and "dtm_kernel" in meta else "")
-        + (f"; CPU MLP kernel {meta['cpu_mlp_kernel']}" if meta.get("cpu_mlp_kernel") else "")
-        + (f" (training: {TRAINING_SCOPE_WORDS[meta['cpu_training_onednn_scope']]})" if meta.get("cpu_training_onednn_scope") else "")
     )
+    if meta.get("accel_plan"):
+        lines.append(f"optimized: litvit.optimize with {meta['accel_plan']}")
     if meta.get("matmul_peak_gflops"):
         products = meta.get("matmul_product_gflops") or {}
         line = f"matmul peak: {meta['matmul_peak_gflops']:.1f} GFLOP/s"
@@ -116,6 +116,24 @@ def _paired_repeat_ratios(ra: Dict[str, Any], rb: Dict[str, Any]) -> List[float]
     return [(ra["batch_size"] / ta) / (rb["batch_size"] / tb) for ta, tb in zip(times_a, times_b)]
 
 
+def shipped_ratios(report: Dict[str, Any], pairs: Iterable[Tuple[str, str]]) -> List[Dict[str, Any]]:
+    """Images-per-second ratio of ``a`` on the ``optimized`` runtime over ``b`` on ``eager``, for each
+    (a, b) pair, mode and image size: litvit's model as its commands run it against the peer as timm
+    ships it. Same fields as :func:`pair_ratios`, without the ceiling."""
+    index = {(r["model"], r["mode"], r["img_size"], r["runtime"]): r for r in report["results"]}
+    rows = []
+    for a, b in pairs:
+        for (model, mode, size, runtime), ra in index.items():
+            rb = index.get((b, mode, size, "eager"))
+            if model != a or runtime != "optimized" or not (rb and ra["img_per_s"] and rb["img_per_s"]):
+                continue
+            paired = _paired_repeat_ratios(ra, rb)
+            rows.append(dict(a=a, b=b, mode=mode, img_size=size, runtime="optimized/eager",
+                             ratio=ra["img_per_s"] / rb["img_per_s"], ceiling=None,
+                             ratio_min=min(paired) if paired else None, ratio_max=max(paired) if paired else None))
+    return rows
+
+
 def format_ratios(report: Dict[str, Any], pairs: Iterable[Tuple[str, str]]) -> str:
     """:func:`pair_ratios` as lines of text; with several runtimes also each runtime against the
     first, per model."""
@@ -130,6 +148,14 @@ def format_ratios(report: Dict[str, Any], pairs: Iterable[Tuple[str, str]]) -> s
         if row["ceiling"] is not None:
             line += f" (ceiling {row['ceiling']:.2f}x: {row['a']} at the matmul peak)"
         lines.append(line)
+    if "eager" in runtimes and "optimized" in runtimes:
+        # As each library ships: litvit's models through its speed layer (the litvit commands apply
+        # it), the others as timm builds them. The lines above pair like with like.
+        for row in shipped_ratios(report, pairs):
+            line = f"{row['a']} optimized / {row['b']} eager ({row['mode']}, {row['img_size']}px, as shipped): {row['ratio']:.2f}x images/s"
+            if row["ratio_min"] is not None:
+                line += f", {row['ratio_min']:.2f}-{row['ratio_max']:.2f}x repeat by repeat"
+            lines.append(line)
     for (model, mode, size, runtime), ra in index.items():
         base = index.get((model, mode, size, runtimes[0]))
         if runtime != runtimes[0] and base and ra["img_per_s"] and base["img_per_s"]:

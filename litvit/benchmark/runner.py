@@ -1,6 +1,7 @@
 """``run_benchmark``: every model measured interleaved, repeat by repeat."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import platform
@@ -15,7 +16,7 @@ from ..errors import LitvitError
 from .config import RESULT_FIELDS, BenchmarkConfig
 from .memory import measure_peak_memory
 from .report import _label
-from .runtimes import _Skip
+from .runtimes import _Skip, accel_plan
 from .steps import _build_step, _record_failure, _setup_process, create_bench_model
 from .timing import _MatmulProbe, _sync
 
@@ -50,6 +51,12 @@ def run_benchmark(config: BenchmarkConfig, log: Optional[Callable[[str], None]] 
     """Measure every model x mode x image size of ``config``. Returns ``{"meta", "results"}``."""
     config.validate()
     device = _setup_process(config)
+    plan = None
+    if "optimized" in config.runtime_names():
+        # Decided once, before any model runs, and written into the config so that every model and
+        # the memory workers (fresh processes) take the same arithmetic without probing again.
+        plan = accel_plan(config)
+        config = dataclasses.replace(config, onednn=plan.onednn, onednn_weight_grad=plan.onednn_weight_grad)
     probe = _MatmulProbe(device, config.precision, config.matmul_size) if config.matmul_peak else None
     results: List[Dict[str, Any]] = []
     for img_size in config.img_sizes:
@@ -65,6 +72,7 @@ def run_benchmark(config: BenchmarkConfig, log: Optional[Callable[[str], None]] 
             cpu_rate = result["gflops_per_img"] * result["batch_size"] / (result["cpu_ms"] / 1e3)
             result["cpu_peak_fraction"] = cpu_rate / cpu_peak
     meta = _meta(config, peak, probe.values if probe else [])
+    meta["accel_plan"] = plan.describe() if plan else None
     meta["matmul_peak_cpu_gflops"] = cpu_peak
     meta["matmul_peak_product"] = probe.product if probe else None
     meta["matmul_product_gflops"] = probe.medians() if probe else {}
@@ -227,14 +235,8 @@ def _meta(config: BenchmarkConfig, peak: Optional[float], peak_samples: List[flo
 
     from .. import __version__
     from ..ops.deform import get_dtm_kernel
-    from ..ops.onednn import get_cpu_mlp_kernel, training_linear_scope
 
     device = torch.device(config.device)
-    # What LIT's Linear layers ran on in float32 CPU inference, and which of them took oneDNN in
-    # training; other runs use ATen throughout.
-    cpu_float32 = device.type == "cpu" and config.precision == "float32"
-    cpu_mlp = get_cpu_mlp_kernel(torch.empty(0)) if cpu_float32 else None
-    cpu_train_scope = training_linear_scope(torch.empty(0)) if cpu_float32 and "train" in config.modes else None
     if device.type == "cuda":
         device_name = torch.cuda.get_device_name(device)
     else:
@@ -252,8 +254,6 @@ def _meta(config: BenchmarkConfig, peak: Optional[float], peak_samples: List[flo
         "matmul_peak_gflops": peak,
         "matmul_peak_samples": peak_samples,
         "dtm_kernel": get_dtm_kernel(device),  # what ran: CPU always samples with grid_sample
-        "cpu_mlp_kernel": cpu_mlp,
-        "cpu_training_onednn_scope": cpu_train_scope,
         "config": config.to_dict(),
     }
 

@@ -10,7 +10,7 @@ import torch.nn as nn
 if TYPE_CHECKING:
     from .config import BenchmarkConfig
 
-__all__ = ["Runtime", "RUNTIMES", "register_runtime"]
+__all__ = ["Runtime", "RUNTIMES", "register_runtime", "accel_plan"]
 
 
 class _Skip(Exception):
@@ -51,6 +51,23 @@ def register_runtime(
 @register_runtime("eager", description="plain PyTorch eager execution")
 def _prepare_eager(model: nn.Module, example: torch.Tensor, config: BenchmarkConfig, mode: str):
     return model
+
+
+@register_runtime(
+    "optimized", description="eager through litvit.optimize, the CPU speed layer the litvit commands apply (any model)"
+)
+def _prepare_optimized(model: nn.Module, example: torch.Tensor, config: BenchmarkConfig, mode: str):
+    from .. import accel
+
+    return accel.optimize(model, plan=accel_plan(config))
+
+
+def accel_plan(config: BenchmarkConfig):
+    """The speed layer's plan for ``config``: the same for every model of a run once the runner has
+    fixed ``config.onednn`` and ``config.onednn_weight_grad``."""
+    from .. import accel
+
+    return accel.choose_plan(config.device, onednn=config.onednn, onednn_weight_grad=config.onednn_weight_grad)
 
 
 @register_runtime("compile", description="torch.compile (Inductor); --compile-mode, --fullgraph")

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from .config import PRECISIONS
 
-__all__ = ["count_flops", "measure_matmul_peak", "TRAIN_FLOPS_PER_FORWARD", "MATMUL_PRODUCT_NAMES", "TRAINING_SCOPE_WORDS"]
+__all__ = ["count_flops", "measure_matmul_peak", "TRAIN_FLOPS_PER_FORWARD", "MATMUL_PRODUCT_NAMES"]
 
 
 def _sync(device: torch.device) -> None:
@@ -88,8 +88,6 @@ def _matmul_peak(
 
 
 MATMUL_PRODUCT_NAMES = {"mm": "torch.mm", "onednn": "oneDNN"}
-# litvit.ops.onednn.training_linear_scope's answers, for the table's footer.
-TRAINING_SCOPE_WORDS = {"none": "ATen", "mlp": "oneDNN in the MLP-only stages", "all": "oneDNN throughout"}
 
 
 class _MatmulProbe:

@@ -1,4 +1,4 @@
-"""oneDNN matrix products with fused epilogues, for LIT's Linear layers on the CPU.
+"""oneDNN matrix products with fused epilogues, for Linear layers on the CPU.
 
 ``torch.nn.functional.linear`` on a float32 CPU tensor runs MKL's ``sgemm`` after copying
 the bias into every output row, and GELU and the residual add then make more passes over
@@ -6,21 +6,17 @@ memory. oneDNN's inner-product primitive (the one ``torch.compile`` uses for its
 Linear fusions, exposed as ``torch.ops.mkldnn._linear_pointwise``) adds the bias, applies
 GELU or adds another tensor while each output tile is still in registers. On an
 AVX-512 CPU that made LIT-Ti's MLP-only stages 1.14-1.21x faster in inference
-(``benchmarks/RESULTS.md``, section 10); on the AVX2 machine of the earlier sessions the
-fused GELU product was 4 % slower than ``addmm`` + GELU (section 4), so ``"auto"`` takes
-oneDNN only where the CPU has AVX-512. On an AVX-512 Xeon the attention stages' products
-(qkv, the projection with its residual, the wider MLPs) ran at the same speed either way; on an
-AVX-512 Zen 4 EPYC oneDNN was 7-15 % faster on them (section 17), so in inference they take it too.
+(``benchmarks/RESULTS.md``, section 10); on an AVX2 EPYC the fused GELU product was 4 %
+slower than ``addmm`` + GELU (section 4), so :func:`litvit.accel.choose_plan` takes oneDNN
+only where the CPU has AVX-512 (:func:`cpu_has_avx512`).
 
-In training, :func:`linear` wraps the same product in an autograd function for the
-MLP-only stages: oneDNN computes the forward pass and the input gradient (the narrow K or N =
-64/128 products, which MKL ran at 65-75 % of the matmul peak on an AVX-512 Zen 4 EPYC while
-oneDNN reached it), and MKL's ``mm`` the weight gradient, where oneDNN would need a transposed
-copy of the activations and gained nothing (section 16). Where oneDNN's products are markedly
-faster than MKL's (:func:`onednn_matmul_speedup`: 2.1-2.3x on a Zen 5 EPYC, whose full-width
-AVX-512 units oneDNN uses and MKL apparently does not; 1.1x on Zen 4, about 1x on a Xeon), training
-also takes oneDNN in the attention stages and for every weight gradient
-(:func:`training_linear_scope`; section 18). The ATen path stays the reference.
+In training, :func:`linear` wraps the same product in an autograd function: oneDNN computes
+the forward pass and the input gradient (the narrow K or N = 64/128 products, which MKL ran at
+65-75 % of the matmul peak on an AVX-512 Zen 4 EPYC while oneDNN reached it), and MKL's ``mm``
+the weight gradient, unless oneDNN's products are markedly faster than MKL's
+(:func:`onednn_matmul_speedup`: 2.1-2.3x on a Zen 5 EPYC, whose full-width AVX-512 units oneDNN
+uses and MKL apparently does not; 1.1x on Zen 4, about 1x on a Xeon; section 18). These functions
+are the kernels; which layers use them is the speed layer's choice (:mod:`litvit.accel`).
 """
 from __future__ import annotations
 
@@ -30,36 +26,22 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from .settings import choice_from_environment
-
 __all__ = [
-    "set_cpu_mlp_kernel",
-    "get_cpu_mlp_kernel",
     "onednn_linear_available",
     "cpu_has_avx512",
     "onednn_matmul_speedup",
     "square_products",
-    "training_linear_scope",
     "linear",
     "linear_inference",
     "linear_gelu",
     "linear_add",
 ]
 
-CPU_MLP_KERNELS = ("auto", "aten", "onednn")
-
-# oneDNN's product rate over MKL's from which "auto" training takes oneDNN for every Linear layer
-# and weight gradient. A Zen 5 EPYC measures 2.1x and trains 1.39-1.47x faster that way; a Zen 4
+# oneDNN's product rate over MKL's from which the speed layer takes oneDNN for the weight
+# gradients too. A Zen 5 EPYC measures 2.1x and trains 1.39-1.47x faster that way; a Zen 4
 # measures 1.13x and an AVX-512 Xeon about 1x, where oneDNN in the attention stages' training
 # gained 1.5 % (Zen 4) or lost 2.5 % (Xeon) (benchmarks/RESULTS.md, sections 10f, 17d, 18c).
 ONEDNN_TRAINING_SPEEDUP = 1.25
-
-
-def _kernel_from_environment() -> str:
-    return choice_from_environment("LITVIT_CPU_MLP_KERNEL", CPU_MLP_KERNELS)
-
-
-_cpu_mlp_kernel = _kernel_from_environment()
 
 
 @functools.lru_cache(maxsize=None)
@@ -83,37 +65,6 @@ def cpu_has_avx512() -> bool:
     except AttributeError:  # torch without the query
         return False
     return capability.upper().startswith(("AVX512", "AMX"))
-
-
-def set_cpu_mlp_kernel(name: str) -> None:
-    """Choose how LIT's MLP-only stages multiply on the CPU (see :mod:`litvit.ops.onednn`).
-
-    ``"auto"`` (the default) uses oneDNN's fused products on CPUs with AVX-512 and ATen's
-    ``addmm`` elsewhere; ``"aten"`` always uses ``addmm`` (the reference); ``"onednn"``
-    uses oneDNN wherever the op exists. Only float32 CPU work outside autocast and graph
-    capture is affected: in inference every Linear layer of LIT's blocks (the MLPs, and
-    attention's qkv and projection), in training those of the MLP-only stages, or all of them
-    with their weight gradients (:func:`training_linear_scope`; always under ``"onednn"``).
-    The environment variable ``LITVIT_CPU_MLP_KERNEL`` sets the same choice at import time.
-    """
-    global _cpu_mlp_kernel
-    if name not in CPU_MLP_KERNELS:
-        raise ValueError(f"unknown CPU MLP kernel {name!r}; choose one of {', '.join(CPU_MLP_KERNELS)}")
-    if name == "onednn" and not onednn_linear_available():
-        raise RuntimeError("the 'onednn' CPU MLP kernel needs a torch build with oneDNN (mkldnn)")
-    _cpu_mlp_kernel = name
-
-
-def get_cpu_mlp_kernel(x: Optional[torch.Tensor] = None) -> str:
-    """The choice :func:`set_cpu_mlp_kernel` made; with ``x``, the kernel its MLP would take
-    (``"aten"`` or ``"onednn"``: only float32 CPU tensors can take oneDNN)."""
-    if x is None:
-        return _cpu_mlp_kernel
-    if _cpu_mlp_kernel == "aten" or x.device.type != "cpu" or x.dtype != torch.float32:
-        return "aten"
-    if not onednn_linear_available() or (_cpu_mlp_kernel == "auto" and not cpu_has_avx512()):
-        return "aten"
-    return "onednn"
 
 
 def square_products(a: torch.Tensor, b: torch.Tensor) -> Dict[str, Callable[[], torch.Tensor]]:
@@ -144,21 +95,6 @@ def onednn_matmul_speedup(size: int = 1024, rounds: int = 5) -> float:
                 if round_:  # the first round loads and warms up both libraries
                     best[name] = min(best[name], time.perf_counter() - start)
     return best["mm"] / best["onednn"]
-
-
-def training_linear_scope(x: torch.Tensor) -> str:
-    """Which of LIT's Linear layers a training (autograd) pass on ``x`` computes through oneDNN.
-
-    ``"none"``: all run as ATen modules. ``"mlp"``: those of the MLP-only stages, with the weight
-    gradients from ATen's ``mm``. ``"all"``: every block's Linear layers (attention's qkv and
-    projection too) and every weight gradient; chosen where the kernel is set to ``"onednn"``, or
-    under ``"auto"`` where :func:`onednn_matmul_speedup` reaches ``ONEDNN_TRAINING_SPEEDUP``.
-    """
-    if get_cpu_mlp_kernel(x) != "onednn":
-        return "none"
-    if _cpu_mlp_kernel == "onednn" or onednn_matmul_speedup() >= ONEDNN_TRAINING_SPEEDUP:
-        return "all"
-    return "mlp"
 
 
 def linear_inference(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -220,6 +156,6 @@ def linear(
     x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], onednn_weight_grad: bool = False
 ) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for float32 CPU tensors through oneDNN, with autograd; the
-    weight gradient through oneDNN too with ``onednn_weight_grad`` (see :func:`training_linear_scope`)."""
+    weight gradient through oneDNN too with ``onednn_weight_grad``."""
     rows = x.reshape(-1, x.shape[-1])
     return _LinearFunction.apply(rows, weight, bias, onednn_weight_grad).reshape(*x.shape[:-1], weight.shape[0])
