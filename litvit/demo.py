@@ -98,6 +98,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--device", default=None, help="device (default: cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--no-optimize", dest="optimize", action="store_false",
+                   help="classify: train and evaluate the plain model on the CPU (by default through litvit.optimize)")
     p.add_argument("--iterations", type=int, default=None, help="segment: override the training iterations")
     p.add_argument("--detector", default=None, help="detect: which detector(s) to train (see the detection demo)")
     p.add_argument("--from-scratch", action="store_true",
@@ -136,7 +138,8 @@ def run_classification_demo(args: argparse.Namespace) -> int:
     generate_classification(data_dir, **DEMO_DATA)
     data_time = time.time() - start
 
-    overrides = dict(DEMO_SETTINGS, data_dir=str(data_dir), output=str(output), seed=args.seed)
+    overrides = dict(DEMO_SETTINGS, data_dir=str(data_dir), output=str(output), seed=args.seed,
+                     optimize=getattr(args, "optimize", True))
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     if args.device is not None:
@@ -159,7 +162,7 @@ def run_classification_demo(args: argparse.Namespace) -> int:
     print("[3/4] evaluating the best checkpoint on the held-out split", flush=True)
     best = summary.get("best_checkpoint") or summary.get("checkpoint")
     stats = evaluate_checkpoint(best, data_dir, split="val", device=cfg.device, workers=0, batch_size=128,
-                                progress_kwargs={"enabled": False})
+                                progress_kwargs={"enabled": False}, optimize=cfg.optimize)
 
     print("[4/4] drawing the learned token-merging sampling points", flush=True)
     offsets_png = None
