@@ -10,7 +10,7 @@ import torch.nn as nn
 from timm.layers import Mlp
 
 import litvit
-from litvit.accel import FoldedNormDTM, FusedMlp, OneDNNLinear, applied_plan, choose_plan, replaced_counts
+from litvit.accel import FastDTM, FusedMlp, OneDNNLinear, applied_plan, choose_plan, replaced_counts
 from litvit.models import DeformableTokenMerging
 from litvit.ops.onednn import onednn_linear_available
 
@@ -75,7 +75,7 @@ def test_inference_outputs_and_state_dict_match_the_plain_model(tiny_lit, name, 
     # pvt_v2's MLP holds a depthwise convolution: not timm's Mlp, so only its Linear layers change.
     assert counts.get("FusedMlp", 0) == sum(type(m) is Mlp for m in plain.modules()) == (0 if name == "pvt_v2" else 1 if name == "sequential" else 4)
     if name.startswith("lit"):
-        assert counts["FoldedNormDTM"] == 3
+        assert counts["FastDTM"] == 3
     x = _input(name)
     with torch.inference_mode():
         expected, got = plain(x), fast(x)
@@ -147,9 +147,9 @@ def test_the_plan_is_chosen_once_and_each_choice_can_be_fixed():
     assert not plan.onednn and not plan.onednn_weight_grad and "ATen Linear" in plan.describe()
     gpu = choose_plan("cuda")
     assert not gpu.onednn and "not a CPU" in gpu.describe()
-    model = litvit.optimize(_sequential(), onednn=False, fuse_mlp=False, fold_norms=False)
-    assert not any(isinstance(m, (OneDNNLinear, FusedMlp, FoldedNormDTM)) for m in model.modules())
-    assert applied_plan(model) == choose_plan("cpu", onednn=False, fuse_mlp=False, fold_norms=False)
+    model = litvit.optimize(_sequential(), onednn=False, fuse_mlp=False, fast_dtm=False)
+    assert not any(isinstance(m, (OneDNNLinear, FusedMlp, FastDTM)) for m in model.modules())
+    assert applied_plan(model) == choose_plan("cpu", onednn=False, fuse_mlp=False, fast_dtm=False)
     with pytest.raises(ValueError):
         choose_plan("cuda", onednn=True)
 
@@ -160,3 +160,4 @@ def test_an_empty_batch_gives_an_empty_output(tiny_lit):
         assert fast(torch.zeros(0, 3, 64, 64)).shape == (0, 10)
     sequential = litvit.optimize(_sequential(), onednn=onednn_linear_available(), onednn_weight_grad=False)
     assert sequential(torch.zeros(0, 12)).shape == (0, 5)
+

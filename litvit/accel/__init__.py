@@ -6,7 +6,7 @@ The model file stays plain; this layer replaces modules of any timm-style model 
   float32 CPU work, in inference and training);
 * timm's ``Mlp`` -> :class:`~litvit.accel.modules.FusedMlp` (GELU fused into fc1's product, or
   applied in place, where autograd does not record);
-* LIT's DTM -> :class:`~litvit.accel.modules.FoldedNormDTM` (BatchNorm folded into the
+* LIT's DTM -> :class:`~litvit.accel.modules.FastDTM` (BatchNorm folded into the
   deformable kernel in eval mode).
 
 Parameters, buffers and their names do not change, so checkpoints stay interchangeable and an
@@ -28,9 +28,12 @@ from timm.layers import Mlp
 
 from ..models.dtm import DeformableTokenMerging
 from ..ops import onednn as onednn_ops
-from .modules import FoldedNormDTM, FusedMlp, OneDNNLinear, dtm_folds, mlp_fuses, rebind
+from .modules import FastDTM, FusedMlp, OneDNNLinear, dtm_folds, mlp_fuses, rebind
 
-__all__ = ["AccelPlan", "choose_plan", "optimize", "applied_plan", "replaced_counts", "optimize_for_device", "FusedMlp", "FoldedNormDTM", "OneDNNLinear"]
+__all__ = [
+    "AccelPlan", "choose_plan", "optimize", "optimize_for_device", "applied_plan", "replaced_counts",
+    "FusedMlp", "FastDTM", "OneDNNLinear",
+]
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class AccelPlan:
     onednn: bool = False
     onednn_weight_grad: bool = False
     fuse_mlp: bool = True
-    fold_norms: bool = True
+    fast_dtm: bool = True
     reasons: Dict[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
     def describe(self) -> str:
@@ -53,7 +56,7 @@ class AccelPlan:
         else:
             parts.append("ATen Linear")
         parts.append("fused MLP" if self.fuse_mlp else "plain MLP")
-        parts.append("DTM norm folded in eval" if self.fold_norms else "DTM as written")
+        parts.append("DTM norm folded in eval" if self.fast_dtm else "DTM as written")
         why = "; ".join(f"{key}: {value}" for key, value in self.reasons.items())
         return ", ".join(parts) + (f" ({why})" if why else "")
 
@@ -64,7 +67,7 @@ def choose_plan(
     onednn: Optional[bool] = None,
     onednn_weight_grad: Optional[bool] = None,
     fuse_mlp: bool = True,
-    fold_norms: bool = True,
+    fast_dtm: bool = True,
 ) -> AccelPlan:
     """The replacements that pay on ``device``, decided once.
 
@@ -94,7 +97,7 @@ def choose_plan(
         onednn_weight_grad = speedup >= onednn_ops.ONEDNN_TRAINING_SPEEDUP
         reasons["weight gradients"] = f"oneDNN/MKL product rate {speedup:.2f}x"
     return AccelPlan(device=str(device), onednn=bool(onednn), onednn_weight_grad=bool(onednn_weight_grad),
-                     fuse_mlp=fuse_mlp, fold_norms=fold_norms, reasons=reasons)
+                     fuse_mlp=fuse_mlp, fast_dtm=fast_dtm, reasons=reasons)
 
 
 def _onednn_available() -> bool:
@@ -106,8 +109,8 @@ def _replacement(module: nn.Module, plan: AccelPlan) -> nn.Module:
         return OneDNNLinear.from_linear(module, plan.onednn_weight_grad)
     if plan.fuse_mlp and type(module) is Mlp and mlp_fuses(module):
         return rebind(module, FusedMlp)
-    if plan.fold_norms and type(module) is DeformableTokenMerging and dtm_folds(module):
-        return FoldedNormDTM.from_dtm(module, onednn=plan.onednn)
+    if plan.fast_dtm and type(module) is DeformableTokenMerging and dtm_folds(module):
+        return FastDTM.from_dtm(module, onednn=plan.onednn)
     return module
 
 

@@ -20,7 +20,7 @@ from ..ops import onednn
 from ..ops.capture import graph_capture_active
 from ..ops.deform import deform_sample2x2
 
-__all__ = ["OneDNNLinear", "FusedMlp", "FoldedNormDTM", "rebind"]
+__all__ = ["OneDNNLinear", "FusedMlp", "FastDTM", "rebind"]
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -118,7 +118,7 @@ class FusedMlp(Mlp):
 
 
 def dtm_folds(dtm: nn.Module) -> bool:
-    """Whether :class:`FoldedNormDTM` can stand in for ``dtm``: LIT's DTM with a BatchNorm that keeps
+    """Whether :class:`FastDTM` can stand in for ``dtm``: LIT's DTM with a BatchNorm that keeps
     running statistics, exact GELU, and no hooks on the norm or activation it folds away."""
     if not isinstance(dtm, DeformableTokenMerging) or type(dtm.norm) is not nn.BatchNorm2d:
         return False
@@ -127,7 +127,7 @@ def dtm_folds(dtm: nn.Module) -> bool:
     return not any(m._forward_hooks or m._forward_pre_hooks for m in (dtm.norm, dtm.act))
 
 
-class FoldedNormDTM(DeformableTokenMerging):
+class FastDTM(DeformableTokenMerging):
     """LIT's DTM with its BatchNorm folded into the deformable kernel in eval mode.
 
     With running statistics, ``BN(W s + b) = (k W) s + k (b - mean) + beta`` with
@@ -140,7 +140,7 @@ class FoldedNormDTM(DeformableTokenMerging):
     onednn: bool = False
 
     @classmethod
-    def from_dtm(cls, dtm: DeformableTokenMerging, onednn: bool = False) -> "FoldedNormDTM":
+    def from_dtm(cls, dtm: DeformableTokenMerging, onednn: bool = False) -> "FastDTM":
         new = rebind(dtm, cls)
         new.onednn = onednn
         return new
