@@ -161,6 +161,23 @@ def test_param_groups_lr_and_weight_decay(name):
     assert by_name["offset_decay"]["weight_decay"] == 0.05 and by_name["offset_no_decay"]["weight_decay"] == 0
 
 
+def test_adamw_takes_the_fused_kernel_on_the_cpu_with_the_same_steps():
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 3)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    fused = build_optimizer(models[0], resolve_train_config(model="lit_ti"), lr=1e-2)
+    plain = build_optimizer(models[1], resolve_train_config(model="lit_ti", fused_optimizer=False), lr=1e-2)
+    assert fused.defaults["fused"] and not plain.defaults.get("fused")
+    x = torch.randn(5, 6)
+    for _ in range(3):
+        for model, opt in zip(models, (fused, plain)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(*(m.parameters() for m in models)):
+        torch.testing.assert_close(a, b)
+
+
 def test_schedule_values_per_step():
     model = timm.create_model("lit_s", num_classes=5, img_size=64, **TINY_MODEL)
     cfg = resolve_train_config(model="lit_s", epochs=10, lr=1e-3, min_lr=1e-5, warmup_lr=1e-6, scale_min_lr=False,

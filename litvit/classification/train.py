@@ -170,7 +170,7 @@ def _train(cfg: TrainConfig, ctx) -> Dict[str, Any]:
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    model = optimize_for_device(model, device, cfg.optimize, log)
+    model = optimize_for_device(model, device, cfg.optimize, log, onednn_weight_grad=cfg.onednn_weight_grad)
 
     global_batch = sampler.global_batch_size
     lrs = resolve_lr(cfg, global_batch)
