@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7's GPU measurements in one run, for a session that has a GPU.
+# The GPU figures of benchmarks/README.md in one run.
 #
 #   bash benchmarks/gpu_targets.sh                  # writes benchmarks/results/gpu/
 #   OUT=/some/dir BATCH=128 bash benchmarks/gpu_targets.sh
@@ -8,15 +8,17 @@
 #
 # Needs only torch, torchvision and timm (the package runs from this checkout through
 # PYTHONPATH; nothing is installed). Every step writes its own files, so a run that is cut
-# short still leaves what it measured. The targets it checks:
-#   1. bfloat16, batch 256: LIT-Ti >= 1.3x PVTv2-b2 and LIT-S >= 1.2x Swin-T images/s, and
-#      LIT-Ti's peak training memory <= PVTv2-b2's (allocator peak, same batch);
-#   2. DTM forward+backward >= 1.5x torchvision.ops.deform_conv2d's CUDA kernel, with litvit's
+# short still leaves what it measured. The steps:
+#   0. the CUDA tests of the fast paths;
+#   1. bfloat16, batch 256: LIT-Ti beside PVTv2-b2 and LIT-S beside Swin-T, images/s and the
+#      allocator's training peak (1b: the same with the grid_sample DTM path);
+#   2. DTM forward+backward against torchvision.ops.deform_conv2d's CUDA kernel, with litvit's
 #      grid_sample path and with its Triton kernel (the CUDA default), at batch $BATCH; then at
 #      batch 64 by wall clock and by CUDA kernel time (launch overhead left out);
-#   3. LIT-S inference at 800 x 1344 needs <= half of one block's attention matrix.
-# PYTHON picks the interpreter (default: python). DEVICE=cpu runs the same steps on the CPU
-# with small batches and images (a smoke test of this script).
+#   3. LIT-S inference memory at 800 x 1344 against one block's attention matrix.
+# PYTHON picks the interpreter (default: python), MODELS the models of step 1. DEVICE=cpu runs
+# the same steps on the CPU with small batches and one repeat (a smoke test of this script;
+# SMOKE_BATCH, SMOKE_IMG and SMOKE_SIZE shrink it further).
 set -uo pipefail  # no -e: a step that fails (say, out of memory) must not stop the others
 status=0
 cd "$(dirname "$0")/.." || exit 1
@@ -24,9 +26,15 @@ PYTHON=${PYTHON:-python}
 DEVICE=${DEVICE:-cuda}
 BATCH=${BATCH:-256}
 OUT=${OUT:-benchmarks/results/gpu}
+MODELS=${MODELS:-lit_ti pvt_v2_b2 lit_s swin_tiny_patch4_window7_224}
+DTM_EXTRA=()
+MEM_EXTRA=()
 if [[ $DEVICE == cpu ]]; then
     BATCH=${SMOKE_BATCH:-2}
-    EXTRA=(--warmup 1 --repeats 1 --steps 1 --no-memory)
+    IMG=${SMOKE_IMG:-224}
+    EXTRA=(--warmup 1 --repeats 1 --steps 1 --no-memory --img-size "$IMG")
+    DTM_EXTRA=(--repeats 1 --img-size "$IMG")
+    MEM_EXTRA=(--repeats 1)
     DTM_BATCH=2
     SIZE=${SMOKE_SIZE:-256x384}
 else
@@ -56,7 +64,7 @@ fi
 if want 1; then
     echo "== 1. bfloat16, batch $BATCH: throughput, allocator peak, matmul peak"
     "$PYTHON" -m litvit benchmark --device "$DEVICE" --precision bfloat16 -b "$BATCH" --train-batch-size "$BATCH" \
-        --model lit_ti pvt_v2_b2 lit_s swin_tiny_patch4_window7_224 --matmul-peak ${EXTRA[@]+"${EXTRA[@]}"} \
+        --model $MODELS --matmul-peak ${EXTRA[@]+"${EXTRA[@]}"} \
         --json "$OUT/bf16_b$BATCH.json" --csv "$OUT/bf16_b$BATCH.csv" | tee "$OUT/bf16_b$BATCH.txt" || status=1
 fi
 
@@ -69,7 +77,8 @@ fi
 
 if want 2; then
     echo "== 2. DTM against torchvision.ops.deform_conv2d, batch $DTM_BATCH"
-    "$PYTHON" benchmarks/dtm.py --device "${DEVICE%%:*}" --batch-size "$DTM_BATCH" | tee "$OUT/dtm.txt" || status=1
+    "$PYTHON" benchmarks/dtm.py --device "${DEVICE%%:*}" --batch-size "$DTM_BATCH" ${DTM_EXTRA[@]+"${DTM_EXTRA[@]}"} \
+        | tee "$OUT/dtm.txt" || status=1
     if [[ $DEVICE != cpu ]]; then
         echo "== 2b. the same at batch 64: wall clock, and CUDA kernel time alone (no launch overhead)"
         "$PYTHON" benchmarks/dtm.py --device cuda --batch-size 64 --kernels triton | tee "$OUT/dtm_b64.txt" || status=1
@@ -82,7 +91,7 @@ if want 3; then
     echo "== 3. LIT-S inference memory at $SIZE against the attention matrix"
     for precision in float32 bfloat16; do
         "$PYTHON" benchmarks/attention_memory.py --device "$DEVICE" --img-size "$SIZE" --precision "$precision" \
-            --json "$OUT/attention_memory_$precision.json" | tee "$OUT/attention_memory_$precision.txt" || status=1
+            ${MEM_EXTRA[@]+"${MEM_EXTRA[@]}"} --json "$OUT/attention_memory_$precision.json" | tee "$OUT/attention_memory_$precision.txt" || status=1
     done
 fi
 exit $status
