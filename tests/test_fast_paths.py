@@ -117,7 +117,7 @@ def test_inference_bias_is_built_once_in_the_compute_dtype(monkeypatch):
     assert len(masks) == 2 and masks[0].dtype == torch.bfloat16 and masks[0].shape == (1, 4, 256, 256)
     assert masks[0].stride(2) == 256 and masks[0].stride(1) % 16 == 0
     bf16_bias = 4 * 256 * 256 * 2
-    # The old form held the bias in float32 (2 bf16_bias) and its bfloat16 copy at once.
+    # Building the bias in float32 (2 bf16_bias) and then casting it would hold both at once.
     assert bf16_bias <= peak < 2 * bf16_bias
     attn.fused_attn = False
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
