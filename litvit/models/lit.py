@@ -234,7 +234,7 @@ def resize_rel_pos_table(table: torch.Tensor, src_grid: Tuple[int, int], dst_gri
 # 800 x 1344 LIT-S has 4200 stage-3 tokens, and a full 12-head bias is 847 MB per block.
 # A block's bias holds at most this many elements: 32 MB in float32 on CPU; on CUDA 128 MB,
 # because smaller blocks leave the GPU idle (H100, LIT-S at 800 x 1344: 157 ms at 2^23, 38 ms
-# at 2^25, peak memory 271 -> 291 MB; benchmarks/RESULTS.md section 6).
+# at 2^25, peak memory 271 -> 291 MB).
 BIAS_BLOCK_ELEMENTS = 1 << 23
 BIAS_BLOCK_ELEMENTS_CUDA = 1 << 25
 # Row stride of those blocks, in elements: the alignment CUDA's memory-efficient attention
@@ -516,13 +516,13 @@ FOLD_DTM_NORM = True
 # Whether CPU inference with the oneDNN kernel also takes it in the attention stages (qkv, the
 # projection with its residual, the MLPs). On an AVX-512 Xeon that was neither faster nor slower;
 # on an AVX-512 Zen 4 EPYC, where MKL runs these products at 85-95 % of oneDNN's rate, it made
-# LIT-Ti and LIT-S inference faster (benchmarks/RESULTS.md, section 17).
+# LIT-Ti and LIT-S inference 1.03x and 1.07x faster.
 ONEDNN_IN_ATTENTION_STAGES = True
 
 # Rows per slab in fused_mlp_inference: about 4 MB of hidden activations, which stay in cache
-# between fc1, GELU and fc2 (LIT-Ti batch 32 on 2 CPU threads: 1.065x; benchmarks/RESULTS.md, 2f).
+# between fc1, GELU and fc2 (LIT-Ti batch 32 on 2 CPU threads: 1.065x).
 MLP_SLAB_ELEMENTS = 1 << 20
-# oneDNN's fused products were fastest with slabs twice as large (AVX-512 CPU; RESULTS.md, 10).
+# oneDNN's fused products were fastest with slabs twice as large (on an AVX-512 Xeon).
 MLP_SLAB_ELEMENTS_ONEDNN = 1 << 21
 
 

@@ -5,22 +5,21 @@ the bias into every output row, and GELU and the residual add then make more pas
 memory. oneDNN's inner-product primitive (the one ``torch.compile`` uses for its CPU
 Linear fusions, exposed as ``torch.ops.mkldnn._linear_pointwise``) adds the bias, applies
 GELU or adds another tensor while each output tile is still in registers. On an
-AVX-512 CPU that made LIT-Ti's MLP-only stages 1.14-1.21x faster in inference
-(``benchmarks/RESULTS.md``, section 10); on the AVX2 machine of the earlier sessions the
-fused GELU product was 4 % slower than ``addmm`` + GELU (section 4), so ``"auto"`` takes
+AVX-512 Xeon that made LIT-Ti's MLP-only stages 1.14-1.21x faster in inference; on an AVX2
+Zen 3 EPYC the fused GELU product was 4 % slower than ``addmm`` + GELU, so ``"auto"`` takes
 oneDNN only where the CPU has AVX-512. On an AVX-512 Xeon the attention stages' products
 (qkv, the projection with its residual, the wider MLPs) ran at the same speed either way; on an
-AVX-512 Zen 4 EPYC oneDNN was 7-15 % faster on them (section 17), so in inference they take it too.
+AVX-512 Zen 4 EPYC oneDNN was 7-15 % faster on them, so in inference they take it too.
 
 In training, :func:`linear` wraps the same product in an autograd function for the
 MLP-only stages: oneDNN computes the forward pass and the input gradient (the narrow K or N =
 64/128 products, which MKL ran at 65-75 % of the matmul peak on an AVX-512 Zen 4 EPYC while
 oneDNN reached it), and MKL's ``mm`` the weight gradient, where oneDNN would need a transposed
-copy of the activations and gained nothing (section 16). Where oneDNN's products are markedly
+copy of the activations and gained nothing. Where oneDNN's products are markedly
 faster than MKL's (:func:`onednn_matmul_speedup`: 2.1-2.3x on a Zen 5 EPYC, whose full-width
 AVX-512 units oneDNN uses and MKL apparently does not; 1.1x on Zen 4, about 1x on a Xeon), training
 also takes oneDNN in the attention stages and for every weight gradient
-(:func:`training_linear_scope`; section 18). The ATen path stays the reference.
+(:func:`training_linear_scope`). The ATen path stays the reference.
 """
 from __future__ import annotations
 
@@ -50,7 +49,7 @@ CPU_MLP_KERNELS = ("auto", "aten", "onednn")
 # oneDNN's product rate over MKL's from which "auto" training takes oneDNN for every Linear layer
 # and weight gradient. A Zen 5 EPYC measures 2.1x and trains 1.39-1.47x faster that way; a Zen 4
 # measures 1.13x and an AVX-512 Xeon about 1x, where oneDNN in the attention stages' training
-# gained 1.5 % (Zen 4) or lost 2.5 % (Xeon) (benchmarks/RESULTS.md, sections 10f, 17d, 18c).
+# gained 1.5 % (Zen 4) or lost 2.5 % (Xeon).
 ONEDNN_TRAINING_SPEEDUP = 1.25
 
 
