@@ -64,7 +64,7 @@ def test_gpu_script_runs_its_model_comparison_on_the_cpu(tmp_path):
     # itself (steps 2 and 3 run the two scripts tested above with the same flags).
     env = {**_env(), "DEVICE": "cpu", "PYTHON": sys.executable, "OUT": str(tmp_path), "STEPS": "1",
            "MODELS": "lit_ti", "SMOKE_IMG": "64"}
-    proc = subprocess.run(["bash", str(BENCHMARKS / "gpu_targets.sh")], capture_output=True, text=True,
+    proc = subprocess.run(["bash", str(BENCHMARKS / "gpu_figures.sh")], capture_output=True, text=True,
                           env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads((tmp_path / "bf16_b2.json").read_text())

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU figures of benchmarks/README.md in one run.
 #
-#   bash benchmarks/gpu_targets.sh                  # writes benchmarks/results/gpu/
-#   OUT=/some/dir BATCH=128 bash benchmarks/gpu_targets.sh
-#   STEPS="2 3" bash benchmarks/gpu_targets.sh       # only some steps (0 1 1b 2 3; default all),
+#   bash benchmarks/gpu_figures.sh                  # writes benchmarks/results/gpu/
+#   OUT=/some/dir BATCH=128 bash benchmarks/gpu_figures.sh
+#   STEPS="2 3" bash benchmarks/gpu_figures.sh       # only some steps (0 1 1b 2 3; default all),
 #                                                   # to split the work over calls with a time limit
 #
 # Needs only torch, torchvision and timm (the package runs from this checkout through
