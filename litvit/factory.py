@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from .checkpoint import extract_state_dict, load_model_weights, read_checkpoint
 from .errors import CheckpointError
-from .models import LIT, MODEL_CONFIGS, checkpoint_filter_fn
+from .models import LIT, LITV2_CONFIGS, MODEL_CONFIGS, LITv2, checkpoint_filter_fn, litv2_checkpoint_filter_fn
 
 __all__ = ["create_model", "create_backbone", "load_checkpoint"]
 
@@ -30,6 +30,8 @@ def load_checkpoint(
     state_dict = extract_state_dict(read_checkpoint(checkpoint_path), use_ema=use_ema)
     if isinstance(model, LIT):
         state_dict = checkpoint_filter_fn(state_dict, model)
+    elif isinstance(model, LITv2):
+        state_dict = litv2_checkpoint_filter_fn(state_dict, model)
     load_model_weights(
         model,
         state_dict,
@@ -87,14 +89,17 @@ def create_backbone(
     class-token slot of LIT-Ti's last position embedding are not loaded; every other
     backbone weight must be in the checkpoint.
     """
-    if model_name not in MODEL_CONFIGS:
-        raise CheckpointError(f"unknown LIT model {model_name!r}; choose from {', '.join(MODEL_CONFIGS)}")
+    if model_name not in MODEL_CONFIGS and model_name not in LITV2_CONFIGS:
+        choices = ", ".join([*MODEL_CONFIGS, *LITV2_CONFIGS])
+        raise CheckpointError(f"unknown LIT model {model_name!r}; choose from {choices}")
     if feature_norms is None:
-        feature_norms = MODEL_CONFIGS[model_name].get("pos_embed", "rel") == "rel"
+        # LITv2's dense backbones normalise their stage 2-4 outputs, as LIT-S/M/B's do.
+        feature_norms = MODEL_CONFIGS.get(model_name, {}).get("pos_embed", "rel") == "rel"
     model = timm.create_model(model_name, num_classes=0, global_pool="", feature_norms=feature_norms, **kwargs)
     if checkpoint_path is not None:
         state_dict = extract_state_dict(read_checkpoint(checkpoint_path), use_ema=use_ema)
-        state_dict = checkpoint_filter_fn(state_dict, model)
+        filter_fn = litv2_checkpoint_filter_fn if isinstance(model, LITv2) else checkpoint_filter_fn
+        state_dict = filter_fn(state_dict, model)
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(("head.", "cls_token"))}
         model_keys = model.state_dict()
         missing = [k for k in model_keys if k not in state_dict and not k.startswith("feature_norms.")]
