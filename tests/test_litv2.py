@@ -267,3 +267,15 @@ def test_torch_export_matches_eager():
     exported = torch.export.export(model, (x,))
     with torch.no_grad():
         assert_close(exported.module()(x), model(x))
+
+
+# ----------------------------------------------------------------------------- litvit info
+def test_info_counts_match_the_paper():
+    from litvit.info import count_model
+
+    row = count_model("litv2_s")
+    assert row["params"] == EXACT_PARAMS["litv2_s"]
+    # Table 1 of the LITv2 paper: 28M parameters, 3.7 GFLOPs (multiply-accumulates) at 224 px.
+    assert row["paper_params_m"] == 28 and row["gmacs"] == pytest.approx(3.7, rel=0.01)
+    # HiLo's two branches run through SDPA, which the counter must see (0.045 GMACs in LITv2-S).
+    assert row["gmacs_by_op"]["_scaled_dot_product_flash_attention_for_cpu"] == pytest.approx(0.045, abs=0.002)
