@@ -279,3 +279,36 @@ def test_info_counts_match_the_paper():
     assert row["paper_params_m"] == 28 and row["gmacs"] == pytest.approx(3.7, rel=0.01)
     # HiLo's two branches run through SDPA, which the counter must see (0.045 GMACs in LITv2-S).
     assert row["gmacs_by_op"]["_scaled_dot_product_flash_attention_for_cpu"] == pytest.approx(0.045, abs=0.002)
+
+
+# ----------------------------------------------------------------------------- classification
+def test_released_recipe_defaults():
+    from litvit.classification.build import param_groups
+    from litvit.classification.config import resolve_train_config
+
+    rates = [resolve_train_config(model=m).drop_path for m in ("litv2_s", "litv2_m", "litv2_b")]
+    assert rates == [0.2, 0.3, 0.5]
+    cfg = resolve_train_config(model="litv2_s")
+    assert (cfg.clip_grad, cfg.warmup_epochs, cfg.offset_lr_scale, cfg.weight_decay) == (5.0, 20, 0.01, 0.05)
+    fine = resolve_train_config(model="litv2_b_384")
+    assert (fine.img_size, fine.crop_pct, fine.epochs, fine.base_lr) == (384, 1.0, 30, 2e-5)
+    groups = {g["name"]: g for g in param_groups(tiny_litv2(), 0.05, 0.01)}
+    assert groups["offset_decay"]["lr_scale"] == 0.01 and len(groups["offset_decay"]["params"]) == 3
+
+
+def test_train_and_reload_a_tiny_litv2(tmp_path):
+    from litvit.classification.config import resolve_train_config
+    from litvit.classification.inference import load_classifier
+    from litvit.classification.train import train
+    from litvit.data.synthetic import generate_classification
+
+    data = generate_classification(tmp_path / "shapes", num_train_per_class=2, num_val_per_class=1, image_size=32, seed=0)
+    tiny = {k: list(v) for k, v in TINY.items() if k not in ("img_size", "num_classes")}
+    cfg = resolve_train_config(
+        model="litv2_s", model_kwargs=tiny, data_dir=str(data), output=str(tmp_path / "run"), img_size=32,
+        batch_size=4, epochs=1, warmup_epochs=0, mixup=0.0, cutmix=0.0, workers=0, device="cpu", progress="none",
+        threads=1,
+    )
+    train(cfg)
+    loaded = load_classifier(tmp_path / "run" / "best.pth")
+    assert isinstance(loaded.model, LITv2) and loaded.model.local_ws == [0, 0, 2, 1]

@@ -63,7 +63,7 @@ def load_classifier(
     class names are recorded in it) or a released/timm state dict (``model`` must be named;
     the class count is read from the classifier weights)."""
     from ..factory import create_model
-    from ..models import LIT, LIT_MODELS, checkpoint_filter_fn
+    from ..models import LIT, LIT_MODELS, LITV2_MODELS, LITv2, checkpoint_filter_fn, litv2_checkpoint_filter_fn
 
     raw = read_checkpoint(checkpoint)
     recorded = raw.get("config") if isinstance(raw, dict) and isinstance(raw.get("config"), dict) else None
@@ -84,11 +84,13 @@ def load_classifier(
     num_classes = raw.get("num_classes") if isinstance(raw, dict) and "num_classes" in raw else None
     num_classes = num_classes or _head_classes(state_dict) or 1000
     kwargs = dict(num_classes=num_classes, **(cfg.model_kwargs or {}))
-    if cfg.model in LIT_MODELS:
+    if cfg.model in LIT_MODELS or cfg.model in LITV2_MODELS:
         kwargs["img_size"] = cfg.img_size
     net = create_model(cfg.model, **kwargs)
     if isinstance(net, LIT):
         state_dict = checkpoint_filter_fn(state_dict, net)
+    elif isinstance(net, LITv2):
+        state_dict = litv2_checkpoint_filter_fn(state_dict, net)
     load_model_weights(net, state_dict, source=f"checkpoint {checkpoint}")
     net.eval()
     class_names = list(raw["class_names"]) if isinstance(raw, dict) and raw.get("class_names") else None
