@@ -312,3 +312,38 @@ def test_train_and_reload_a_tiny_litv2(tmp_path):
     train(cfg)
     loaded = load_classifier(tmp_path / "run" / "best.pth")
     assert isinstance(loaded.model, LITv2) and loaded.model.local_ws == [0, 0, 2, 1]
+
+
+# ----------------------------------------------------------------------------- dense tasks
+BACKBONE = {k: v for k, v in TINY.items() if k != "num_classes"}
+
+
+@pytest.mark.parametrize("arch", ["retinanet", "mask_rcnn"])
+def test_detectors_with_a_window4_litv2_backbone(arch):
+    from litvit.detection.models import build_detector
+
+    torch.manual_seed(0)
+    small = dict(fpn_channels=32) if arch == "retinanet" else dict(fpn_channels=32, box_head_dim=32, mask_head_channels=16)
+    model = build_detector(arch, "litv2_s", 3, backbone_kwargs=dict(BACKBONE, local_ws=4), min_size=64, max_size=96, **small)
+    assert model.backbone.body.local_ws == [0, 0, 4, 1] and model.backbone.body.feature_norms is not None
+    images = [torch.rand(3, 64, 96)]  # stage 3 is 4 x 6 tokens: HiLo pads it to 4 x 8
+    targets = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 50.0]]), "labels": torch.tensor([1])}]
+    if arch == "mask_rcnn":
+        targets[0]["masks"] = torch.zeros(1, 64, 96, dtype=torch.uint8)
+        targets[0]["masks"][0, 8:50, 8:40] = 1
+    losses = model.train()(images, targets)
+    sum(losses.values()).backward()
+    offset_conv = model.backbone.body.stages[1].downsample.offset_conv
+    assert offset_conv.weight.grad is not None and offset_conv.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        (out,) = model.eval()(images)
+    assert out["boxes"].shape[1] == 4
+
+
+def test_semantic_fpn_with_a_litv2_backbone():
+    from litvit.segmentation.models import semantic_fpn_lit
+
+    torch.manual_seed(0)
+    model = semantic_fpn_lit("litv2_s", num_classes=5, fpn_channels=16, head_channels=16, drop_path_rate=0.0, **BACKBONE).eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 96)).shape == (1, 5, 64, 96)
