@@ -347,3 +347,45 @@ def test_semantic_fpn_with_a_litv2_backbone():
     model = semantic_fpn_lit("litv2_s", num_classes=5, fpn_channels=16, head_channels=16, drop_path_rate=0.0, **BACKBONE).eval()
     with torch.no_grad():
         assert model(torch.rand(1, 3, 64, 96)).shape == (1, 5, 64, 96)
+
+
+# ----------------------------------------------------------------------------- visualisation
+def test_hilo_attention_probs_reproduce_the_output():
+    torch.manual_seed(0)
+    attn = HiLoAttention(32, 4, window=2, alpha=0.5).eval()
+    x = torch.randn(1, 16, 32)
+    with torch.no_grad():
+        out, probs = attn(x, (4, 4), return_attn=True)
+        assert probs.shape == (1, 4, 16, 16)
+        assert_close(probs.sum(-1), torch.ones(1, 4, 16))
+        # Hi-Fi heads (first) see only the query's window: token 0's window is tokens 0, 1, 4, 5.
+        assert probs[0, :2, 0].nonzero()[:, 1].unique().tolist() == [0, 1, 4, 5]
+        # Lo-Fi heads spread a pooled key's weight evenly over the four tokens it averages.
+        assert_close(probs[0, 2:, :, 0], probs[0, 2:, :, 5])
+        # The Lo-Fi weights applied to the pooled values give the Lo-Fi branch's output.
+        grid_x = x.view(1, 4, 4, 32)
+        _, _, v = attn._lofi_qkv(grid_x)  # 1 x heads x 4 pooled keys x head_dim
+        pooled_key = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1, 2, 2, 3, 3, 2, 2, 3, 3])
+        lofi = (probs[:, 2:] @ v[:, :, pooled_key]).transpose(1, 2).reshape(1, 4, 4, 16)
+        assert_close(out.view(1, 4, 4, 32)[..., 16:], attn.lofi_proj(lofi), atol=1e-5, rtol=1e-5)
+
+
+def test_viz_cli_with_litv2(tmp_path, capsys):
+    from PIL import Image
+
+    from litvit.checkpoint import save_atomic
+    from litvit.cli import main
+    from litvit.viz.attention import attention_maps
+
+    model = tiny_litv2()
+    maps = attention_maps(model, torch.randn(3, 64, 64), query=(10, 20))
+    assert [(b["stage"], b["block"]) for b in maps["blocks"]] == [(3, 0), (3, 1), (4, 0)]
+    checkpoint = tmp_path / "tiny.pth"
+    kwargs = {k: list(v) for k, v in TINY.items() if k not in ("img_size", "num_classes")}
+    save_atomic({"model": model.state_dict(), "config": {"model": "litv2_s", "img_size": 64, "model_kwargs": kwargs}}, checkpoint)
+    image = tmp_path / "img.png"
+    Image.fromarray((torch.rand(50, 70, 3) * 255).byte().numpy()).save(image)
+    assert main(["viz", "offsets", "--checkpoint", str(checkpoint), "--image", str(image), "--out", str(tmp_path)]) == 0
+    assert main(["viz", "attention", "--model", "litv2_s", "--checkpoint", str(checkpoint), "--image", str(image),
+                 "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "img_offsets.png").stat().st_size > 0 and (tmp_path / "img_attention.png").stat().st_size > 0

@@ -25,11 +25,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_, use_fused_attn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
+from .hilo import HiLoAttention
 from .lit import DeformableTokenMerging, PatchEmbed
 
 __all__ = ["LITv2", "HiLoAttention", "checkpoint_filter_fn", "MODEL_CONFIGS", "DEFAULT_DROP_PATH", "set_reference_path"]
@@ -57,92 +57,6 @@ class ConvFFN(nn.Module):
         x = x.permute(0, 2, 3, 1).reshape(batch, num_tokens, hidden)
         x = self.drop(self.act(x))
         return self.drop(self.fc2(x))
-
-
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fused: bool, dropout_p: float) -> torch.Tensor:
-    if fused:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-    attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
-    return F.dropout(attn.softmax(dim=-1), dropout_p) @ v
-
-
-class HiLoAttention(nn.Module):
-    """HiLo attention on ``B x N x C`` tokens of an ``H x W`` grid.
-
-    ``int(num_heads * alpha)`` heads form the Lo-Fi group (queries at every token, keys and
-    values from the ``window x window`` average-pooled map); the rest form the Hi-Fi group
-    (attention within each ``window x window`` window). Maps whose sides do not divide by the
-    window are zero-padded at the bottom and right for both branches and cropped after, as the
-    released dense backbones do. ``window == 1`` gives every head to Lo-Fi with no pooling:
-    global multi-head self-attention.
-    """
-
-    fused_attn: bool
-
-    def __init__(
-        self, dim: int, num_heads: int, window: int = 2, alpha: float = 0.9, qkv_bias: bool = True, attn_drop: float = 0.0
-    ):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        if window < 1:
-            raise ValueError(f"HiLo window must be at least 1, got {window}")
-        self.head_dim = dim // num_heads
-        self.window = window
-        self.lofi_heads = num_heads if window == 1 else int(num_heads * alpha)
-        self.hifi_heads = num_heads - self.lofi_heads
-        self.attn_drop = attn_drop
-        self.fused_attn = use_fused_attn()
-        lofi_dim, hifi_dim = self.lofi_heads * self.head_dim, self.hifi_heads * self.head_dim
-        self.hifi_qkv = nn.Linear(dim, 3 * hifi_dim, bias=qkv_bias) if self.hifi_heads else None
-        self.hifi_proj = nn.Linear(hifi_dim, hifi_dim) if self.hifi_heads else None
-        self.lofi_q = nn.Linear(dim, lofi_dim, bias=qkv_bias) if self.lofi_heads else None
-        self.lofi_kv = nn.Linear(dim, 2 * lofi_dim, bias=qkv_bias) if self.lofi_heads else None
-        self.lofi_proj = nn.Linear(lofi_dim, lofi_dim) if self.lofi_heads else None
-
-    def hifi(self, x: torch.Tensor) -> torch.Tensor:
-        """Window attention of the Hi-Fi heads on a ``B x H x W x C`` map (sides divisible by the window)."""
-        batch, height, width, _ = x.shape
-        ws, heads, head_dim = self.window, self.hifi_heads, self.head_dim
-        rows, cols = height // ws, width // ws
-        qkv = self.hifi_qkv(x).view(batch, rows, ws, cols, ws, 3, heads, head_dim)
-        # -> 3 x (B * windows) x heads x ws*ws x head_dim: the one copy of the window split.
-        qkv = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, batch * rows * cols, heads, ws * ws, head_dim)
-        q, k, v = qkv.unbind(0)
-        out = _attention(q, k, v, self.fused_attn, self.attn_drop if self.training else 0.0)
-        out = out.view(batch, rows, cols, heads, ws, ws, head_dim).permute(0, 1, 4, 2, 5, 3, 6)
-        return self.hifi_proj(out.reshape(batch, height, width, heads * head_dim))
-
-    def lofi(self, x: torch.Tensor) -> torch.Tensor:
-        """Attention of the Lo-Fi heads from every token to the window-averaged ``B x H x W x C`` map."""
-        batch, height, width, channels = x.shape
-        heads, head_dim = self.lofi_heads, self.head_dim
-        q = self.lofi_q(x).view(batch, height * width, heads, head_dim).transpose(1, 2)
-        pooled = x
-        if self.window > 1:
-            # A channels-last view in and out of the pooling.
-            pooled = F.avg_pool2d(x.permute(0, 3, 1, 2), self.window).permute(0, 2, 3, 1)
-        kv = self.lofi_kv(pooled.reshape(batch, -1, channels))
-        k, v = kv.view(batch, -1, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        out = _attention(q, k, v, self.fused_attn, self.attn_drop if self.training else 0.0)
-        return self.lofi_proj(out.transpose(1, 2).reshape(batch, height, width, heads * head_dim))
-
-    def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
-        batch, num_tokens, channels = x.shape
-        height, width = grid
-        x = x.view(batch, height, width, channels)
-        pad_h, pad_w = -height % self.window, -width % self.window
-        if pad_h or pad_w:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        branches = []
-        if self.hifi_heads:
-            branches.append(self.hifi(x))
-        if self.lofi_heads:
-            branches.append(self.lofi(x))
-        out = branches[0] if len(branches) == 1 else torch.cat(branches, dim=-1)
-        if pad_h or pad_w:
-            out = out[:, :height, :width]
-        return out.reshape(batch, num_tokens, channels)
 
 
 class ConvFFNBlock(nn.Module):

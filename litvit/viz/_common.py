@@ -132,7 +132,7 @@ def load_model_and_classes(model_name: Optional[str], checkpoint: Optional[PathL
     """:func:`load_model` plus the class names a litvit training checkpoint records (else None)."""
     from ..checkpoint import extract_state_dict, read_checkpoint
     from ..factory import create_model
-    from ..models import LIT, checkpoint_filter_fn
+    from ..models import LIT, LITv2, checkpoint_filter_fn, litv2_checkpoint_filter_fn
     from ..checkpoint import load_model_weights
 
     kwargs: Dict[str, Any] = {}
@@ -159,10 +159,11 @@ def load_model_and_classes(model_name: Optional[str], checkpoint: Optional[PathL
     if img_size is not None:
         kwargs["img_size"] = int(img_size)
     model = create_model(model_name, **kwargs)
-    if not isinstance(model, LIT):
+    if not isinstance(model, (LIT, LITv2)):
         raise CheckpointError(f"{model_name!r} is not a LIT model; the visualisations need DTM offsets and LIT attention")
     if state_dict is not None:
-        load_model_weights(model, checkpoint_filter_fn(state_dict, model), source=f"checkpoint {checkpoint}")
+        filter_fn = litv2_checkpoint_filter_fn if isinstance(model, LITv2) else checkpoint_filter_fn
+        load_model_weights(model, filter_fn(state_dict, model), source=f"checkpoint {checkpoint}")
     return model.to(device).eval(), class_names
 
 
