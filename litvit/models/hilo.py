@@ -18,6 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import use_fused_attn
 
+from ..ops.capture import is_exporting
+
 __all__ = ["HiLoAttention"]
 
 Grid = Tuple[int, int]
@@ -107,8 +109,13 @@ class HiLoAttention(nn.Module):
         batch, num_tokens, channels = x.shape
         height, width = grid
         x = x.reshape(batch, height, width, channels)
-        pad_h, pad_w = -height % self.window, -width % self.window
-        if pad_h or pad_w:
+        ws = self.window
+        # Written as ceil(side / ws) * ws - side so that a symbolic (exported) size simplifies.
+        pad_h, pad_w = (height + ws - 1) // ws * ws - height, (width + ws - 1) // ws * ws - width
+        # Exported graphs always pad and crop (by zero where the window divides the map), so that
+        # the padding follows the image size rather than the example's.
+        padded = self.window > 1 and (is_exporting() or bool(pad_h) or bool(pad_w))
+        if padded:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         branches = []
         if self.hifi_heads:
@@ -116,7 +123,7 @@ class HiLoAttention(nn.Module):
         if self.lofi_heads:
             branches.append(self.lofi(x))
         out = branches[0] if len(branches) == 1 else torch.cat(branches, dim=-1)
-        if pad_h or pad_w:
+        if padded:
             out = out[:, :height, :width]
         out = out.reshape(batch, num_tokens, channels)
         return (out, self._dense_probs(x, grid)) if return_attn else out
