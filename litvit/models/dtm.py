@@ -5,7 +5,6 @@ input; the deformable convolution is computed by bilinear sampling plus one matr
 (:func:`litvit.ops.deform.deform_conv2x2`), so no compiled extension is needed. TorchScript
 takes torchvision's ``deform_conv2d`` instead, which computes the same.
 """
-from __future__ import annotations
 
 from typing import Optional, Tuple
 

@@ -14,7 +14,6 @@ This file holds the model alone, written for reading; the CPU speed-ups live in
 the state dict. The released checkpoints use two other key layouts (a PVT-like one for
 LIT-Ti, a Swin-like one for LIT-S/M/B); :func:`checkpoint_filter_fn` maps both.
 """
-from __future__ import annotations
 
 import math
 import re
@@ -513,7 +512,7 @@ class LIT(nn.Module):
         if self.global_pool == "token":
             x = x[:, 0]
         elif self.global_pool == "avg":
-            x = x.mean(dim=(2, 3)) if x.dim() == 4 else x[:, self.num_prefix_tokens :].mean(dim=1)
+            x = x.mean(dim=(2, 3)) if self.cls_token is None else x[:, self.num_prefix_tokens :].mean(dim=1)
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
