@@ -30,14 +30,8 @@ from typing import Any, Dict, List
 import torch
 
 import litvit
-from litvit.benchmark import (
-    PRECISIONS,
-    _current_rss_mb,
-    _max_rss_mb,
-    live_tensor_peak,
-    live_tensor_peak_bytes,
-    tune_cpu_malloc,
-)
+from litvit.benchmark import PRECISIONS, live_tensor_peak, live_tensor_peak_bytes, tune_cpu_malloc
+from litvit.benchmark.memory import _current_rss_mb, _max_rss_mb
 from litvit.models import MODEL_CONFIGS
 from litvit.models.lit import Attention
 

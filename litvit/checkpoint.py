@@ -7,7 +7,6 @@ half-written checkpoint behind.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Tuple, Union
 
@@ -15,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from .errors import CheckpointError
+from .fileio import atomic_path
 
 PathLike = Union[str, os.PathLike]
 
@@ -142,27 +142,15 @@ def load_model_weights(
 
 
 def save_atomic(obj: Any, path: PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
+    """``torch.save`` (or safetensors, by suffix) to a temporary file beside ``path``, fsync,
+    then rename over ``path`` (:func:`litvit.fileio.atomic_path`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path, fsync=True) as tmp:
+        with open(tmp, "wb") as f:
             if path.suffix == ".safetensors":
                 from safetensors.torch import save
 
                 f.write(save({k: v.contiguous() for k, v in obj.items()}))
             else:
                 torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates owner-only files; a checkpoint gets the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path

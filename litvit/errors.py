@@ -24,6 +24,10 @@ class MissingExtraError(LitvitError):
     """An optional dependency group is not installed."""
 
 
+class ExportError(LitvitError):
+    """An export cannot be made, or the exported graph does not reproduce the model."""
+
+
 def user_message(err: BaseException) -> str:
     """``err``'s message for the one-line report, without a data-loader worker's traceback.
 

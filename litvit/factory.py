@@ -1,17 +1,20 @@
-"""``create_model``: timm's factory plus checkpoint loading from any supported layout."""
+"""``create_model``: timm's factory plus checkpoint loading from any supported layout;
+``model_from_checkpoint``: a ready model from a checkpoint file alone."""
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Union
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import timm
+import torch
 import torch.nn as nn
 
 from .checkpoint import extract_state_dict, load_model_weights, read_checkpoint
 from .errors import CheckpointError
-from .models import LIT, MODEL_CONFIGS, checkpoint_filter_fn
+from .models import LIT, LIT_MODELS, MODEL_CONFIGS, checkpoint_filter_fn
 
-__all__ = ["create_model", "create_backbone", "load_checkpoint"]
+__all__ = ["create_model", "create_backbone", "load_checkpoint", "model_from_checkpoint", "CheckpointInfo"]
 
 
 def load_checkpoint(
@@ -104,3 +107,88 @@ def create_backbone(
             load_model_weights(model, state_dict, source=f"checkpoint {checkpoint_path}")
         load_model_weights(model, state_dict, source=f"checkpoint {checkpoint_path}", strict=False)
     return model
+
+
+@dataclass
+class CheckpointInfo:
+    """What a checkpoint says about the model :func:`model_from_checkpoint` built from it."""
+
+    path: str
+    model_name: str
+    num_classes: int
+    # The training configuration a litvit checkpoint records (``None`` for released / timm files).
+    config: Optional[Dict[str, Any]] = None
+    class_names: Optional[List[str]] = None
+    epoch: Optional[int] = None
+    # The arguments given to ``create_model`` besides the name.
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+def _head_classes(state_dict: Mapping[str, torch.Tensor], classifier: str = "head") -> Optional[int]:
+    weight = state_dict.get(f"{classifier}.weight")
+    if weight is None:
+        # released LIT-Ti / other layouts: any 2-d weight whose name ends in head.weight
+        for key, value in state_dict.items():
+            if key.endswith("head.weight") and value.ndim == 2:
+                weight = value
+                break
+    return int(weight.shape[0]) if weight is not None else None
+
+
+def model_from_checkpoint(
+    path: Union[str, os.PathLike],
+    *,
+    model: Optional[str] = None,
+    use_ema: bool = False,
+    num_classes: Optional[int] = None,
+    img_size: Optional[int] = None,
+    model_kwargs: Optional[Mapping[str, Any]] = None,
+    device: Union[str, torch.device] = "cpu",
+) -> Tuple[nn.Module, CheckpointInfo]:
+    """A classifier in eval mode on ``device`` from one read of ``path``, and what the file records.
+
+    A litvit training checkpoint records its architecture, model options, resolution and class
+    names, so ``path`` alone is enough; a released or timm state dict needs ``model``. The
+    class count is ``num_classes``, else the one recorded, else the classifier weights'. Given
+    options override recorded ones: ``img_size``, then ``model_kwargs``. Naming another
+    ``model`` than the checkpoint records, or weights that do not fit, raises
+    :class:`~litvit.errors.CheckpointError`.
+    """
+    raw = read_checkpoint(path)
+    raw_map: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    config = dict(raw_map["config"]) if isinstance(raw_map.get("config"), Mapping) else None
+    recorded_name = (config or {}).get("model")
+    if model is not None and recorded_name is not None and model != recorded_name:
+        raise CheckpointError(f"checkpoint {path} holds a {recorded_name} model, not {model}")
+    model_name = model or recorded_name
+    if not model_name:
+        raise CheckpointError(f"checkpoint {path} does not record its architecture; name it with --model (e.g. lit_ti)")
+    state_dict = extract_state_dict(raw, use_ema=use_ema)
+
+    recorded_kwargs = (config or {}).get("model_kwargs")
+    kwargs: Dict[str, Any] = {**(recorded_kwargs if isinstance(recorded_kwargs, Mapping) else {}), **(model_kwargs or {})}
+    if img_size is None and "img_size" not in (model_kwargs or {}):
+        img_size = (config or {}).get("img_size")
+    if img_size and model_name in LIT_MODELS:
+        # The recorded resolution builds LIT's position tables at the size they were trained;
+        # other timm models are built as they come.
+        kwargs["img_size"] = int(img_size)
+    if num_classes is None:
+        num_classes = raw_map.get("num_classes") or _head_classes(state_dict) or 1000
+    kwargs["num_classes"] = int(num_classes)
+
+    net = create_model(model_name, **kwargs)
+    if isinstance(net, LIT):
+        state_dict = checkpoint_filter_fn(state_dict, net)
+    load_model_weights(net, state_dict, source=f"checkpoint {path}")
+    class_names = raw_map.get("class_names")
+    info = CheckpointInfo(
+        path=str(path),
+        model_name=model_name,
+        num_classes=int(num_classes),
+        config=config,
+        class_names=[str(c) for c in class_names] if isinstance(class_names, (list, tuple)) and class_names else None,
+        epoch=raw_map.get("epoch"),
+        model_kwargs={k: v for k, v in kwargs.items() if k != "num_classes"},
+    )
+    return net.to(device).eval(), info

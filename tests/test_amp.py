@@ -46,7 +46,7 @@ def test_yaml_amp_off_means_float32(tmp_path):
     import argparse
 
     from litvit.engine.config import add_config_arguments, build_config
-    from litvit.segmentation.engine import SegTrainConfig
+    from litvit.segmentation.config import SegTrainConfig
 
     (tmp_path / "run.yaml").write_text("amp: off\n")  # YAML 1.1 reads this as the boolean false
     parser = argparse.ArgumentParser()

@@ -11,6 +11,7 @@ import torch
 
 import litvit
 from litvit import benchmark as bench
+from litvit.benchmark import memory, runner
 from litvit.cli import main
 from litvit.ops.onednn import square_products
 
@@ -120,7 +121,7 @@ def test_peak_memory_comes_from_a_fresh_process():
     # A big parent must not leak into the worker's figure (Linux's ru_maxrss would: it is
     # inherited across fork and exec).
     ballast = torch.ones(256 * 2**20 // 4 * 4)  # 1 GiB, touched
-    parent_rss = bench._current_rss_mb()
+    parent_rss = memory._current_rss_mb()
     report = bench.run_benchmark(_config(modes=["inference"], memory=True, repeats=1), log=None)
     del ballast
     (r,) = report["results"]
@@ -312,7 +313,7 @@ def test_memory_worker_inherits_the_kernel_choices(monkeypatch):
         seen["env"] = kwargs.get("env") or {}
         return subprocess.CompletedProcess(cmd, 0, stdout='{"peak_mem_mb": 1.0, "mem_base_mb": 0.5}\n', stderr="")
 
-    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    monkeypatch.setattr(memory.subprocess, "run", fake_run)
     monkeypatch.setattr(deform, "_dtm_kernel", "triton")
     monkeypatch.setattr(onednn, "_cpu_mlp_kernel", "aten")
     result = bench.measure_peak_memory("lit_ti", "inference", 64, bench.BenchmarkConfig(models=["lit_ti"]))
@@ -338,14 +339,14 @@ def test_dtm_script_times_steps_per_repeat_and_checks_the_timer(capsys):
 def test_cpu_rounds_run_untimed_until_the_heap_stops_growing(monkeypatch):
     # Each settling round reads the fault counter twice; the first two rounds page in 4 MB.
     readings = iter([0, 1000, 1000, 2000, 2000, 2010])
-    monkeypatch.setattr(bench, "_minor_faults", lambda: next(readings))
+    monkeypatch.setattr(runner, "_minor_faults", lambda: next(readings))
     logged = []
     report = bench.run_benchmark(_config(modes=["inference"]), log=logged.append)
     (result,) = report["results"]
     assert result["status"] == "ok" and result["settle_rounds"] == 3 and result["repeats"] == 2
     assert sum("settling the heap" in line for line in logged) == 3
 
-    monkeypatch.setattr(bench, "_minor_faults", iter(range(0, 10**9, 10**5)).__next__)  # never settles
+    monkeypatch.setattr(runner, "_minor_faults", iter(range(0, 10**9, 10**5)).__next__)  # never settles
     (result,) = bench.run_benchmark(_config(modes=["inference"]), log=None)["results"]
     assert result["settle_rounds"] == bench.CPU_SETTLE_ROUNDS
 

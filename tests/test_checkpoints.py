@@ -202,3 +202,54 @@ def test_load_at_another_img_size(tmp_path, tiny_lit, image, name):
         # Resizing once at load time or on the fly at run time is the same interpolation.
         assert_close(out, source(x), atol=1e-5, rtol=1e-5)
     assert torch.isfinite(out).all()
+
+
+def _count_torch_loads(monkeypatch):
+    loads = []
+    real = torch.load
+
+    def counting(*args, **kwargs):
+        loads.append(args[0] if args else kwargs.get("f"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting)
+    return loads
+
+
+def test_model_from_checkpoint_needs_only_a_training_checkpoint(tmp_path, source, image, monkeypatch):
+    model_kwargs = {k: v for k, v in TINY_KWARGS.items() if k != "img_size"}
+    config = {"model": "lit_s", "img_size": 64, "model_kwargs": model_kwargs}
+    path = save_atomic({"model": source.state_dict(), "config": config, "class_names": list("abcdefghij"),
+                        "epoch": 3}, tmp_path / "run.pth")
+    loads = _count_torch_loads(monkeypatch)
+    model, info = litvit.model_from_checkpoint(path)
+    assert len(loads) == 1  # the file is read once
+    assert not model.training and same_outputs(model, source, image)
+    assert (info.model_name, info.num_classes, info.epoch) == ("lit_s", 10, 3)
+    assert info.class_names == list("abcdefghij") and info.config == config
+    assert info.model_kwargs == {**model_kwargs, "img_size": 64}
+    with pytest.raises(CheckpointError, match="holds a lit_s model, not lit_m"):
+        litvit.model_from_checkpoint(path, model="lit_m")
+
+
+def test_model_from_checkpoint_of_a_bare_state_dict(tmp_path, source, image):
+    path = tmp_path / "released.pth"
+    torch.save(source.state_dict(), path)
+    with pytest.raises(CheckpointError, match="does not record its architecture"):
+        litvit.model_from_checkpoint(path)
+    # The class count comes from the classifier weights.
+    model, info = litvit.model_from_checkpoint(path, model="lit_s", model_kwargs=TINY_KWARGS)
+    assert info.num_classes == 10 and info.class_names is None and info.config is None
+    assert same_outputs(model, source, image)
+    with pytest.raises(CheckpointError, match="mis-shaped"):
+        litvit.model_from_checkpoint(path, model="lit_s", num_classes=3, model_kwargs=TINY_KWARGS)
+
+
+def test_export_reads_the_checkpoint_once(tmp_path, source, monkeypatch):
+    from litvit.export import build_export_model
+
+    path = tmp_path / "tiny.pth"
+    torch.save({"model": source.state_dict()}, path)
+    loads = _count_torch_loads(monkeypatch)
+    model, meta = build_export_model("classify", "lit_s", path, **TINY_KWARGS)
+    assert len(loads) == 1 and model.head.out_features == 10 and meta["litvit.model"] == "lit_s"

@@ -313,7 +313,13 @@ def test_ddp_two_processes_equal_one_process_same_global_batch(shapes, tmp_path)
     for name, param in single_state["model"].items():
         if "running" in name or "num_batches" in name:
             continue  # BatchNorm statistics are per process under DDP (rank 0's are saved)
-        torch.testing.assert_close(ddp_state["model"][name], param, rtol=1e-4, atol=1e-5, msg=name)
+        if name.endswith("downsample.proj.bias"):
+            # DTM's convolution bias feeds a BatchNorm, so its true gradient is zero and what it
+            # gets is rounding noise, which AdamW scales up to lr-sized steps of random sign.
+            continue
+        # AdamW divides each gradient element by its own scale, so an element whose gradient is
+        # near zero moves by a share of lr (2e-3) that rounding decides: atol is 5 % of lr.
+        torch.testing.assert_close(ddp_state["model"][name], param, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
         moved += int(not torch.equal(param, initial[name]))
     assert moved > 0.8 * len(initial) // 2  # the runs really trained
     # Metrics are reduced over both processes: the same evaluation on all 12 validation images.

@@ -129,8 +129,9 @@ def test_opset16_uses_fixed_image_size(tmp_path):
 def test_older_torch_exports_a_fixed_size_and_says_so(tmp_path, monkeypatch, capsys):
     # Runs the fallback on any torch by pretending the floors are above the installed release.
     import litvit.export as export
+    import litvit.graph as graph
 
-    monkeypatch.setattr(export, "DYNAMIC_SIZE_TORCH", {"onnx": (99, 0), "exported-program": (99, 0)})
+    monkeypatch.setattr(graph, "DYNAMIC_SIZE_TORCH", {"onnx": (99, 0), "exported-program": (99, 0)})
     model = tiny_model("lit_ti")
     with pytest.raises(ExportError, match=r"needs torch >= 99\.0"):
         export.export_program(model, torch.randn(2, 3, 64, 64))
@@ -160,9 +161,9 @@ def test_opset_below_gridsample_is_refused(tmp_path):
 
 
 def test_failed_verification_writes_nothing(tmp_path, monkeypatch):
-    import litvit.export as export
+    from litvit.export import verify
 
-    monkeypatch.setattr(export, "_max_abs_diff", lambda got, want: 0.5)
+    monkeypatch.setattr(verify, "_max_abs_diff", lambda got, want: 0.5)
     with pytest.raises(ExportError, match="differs from PyTorch by 0.5"):
         export_model(tiny_model("lit_s"), tmp_path / "m.onnx", img_size=64, opset=16, batch_sizes=(1,))
     assert not list(tmp_path.iterdir())  # neither the file nor a temporary
@@ -231,7 +232,7 @@ def test_torch_hub_local_load(tmp_path):
 def test_detector_dense_outputs_export(arch, tmp_path):
     # Opset 16 (traced, fixed size) keeps this cheap; the dynamic path is the one tested above.
     from litvit.detection.models import build_detector
-    from litvit.export import DetectorDenseOutputs
+    from litvit.detection.export import DetectorDenseOutputs
 
     torch.manual_seed(0)
     small = dict(fpn_channels=16, backbone_kwargs=dict(TINY), min_size=64, max_size=96)
@@ -263,7 +264,8 @@ def test_an_example_that_could_fix_a_size_is_refused_or_exported_dynamic():
     # the width to the example's without an error; others keep it symbolic. litvit must refuse
     # the narrowed program and never hand it out.
     from litvit.detection.models import retinanet_lit
-    from litvit.export import DetectorDenseOutputs, export_program
+    from litvit.detection.export import DetectorDenseOutputs
+    from litvit.export import export_program
 
     torch.manual_seed(0)
     detector = retinanet_lit("lit_ti", 3, fpn_channels=8, head_convs=1, backbone_kwargs=dict(TINY))
@@ -284,15 +286,15 @@ def test_an_example_that_could_fix_a_size_is_refused_or_exported_dynamic():
 def test_benchmark_measures_onnxruntime_beside_eager(monkeypatch):
     import functools
 
-    import litvit.export as export
+    import litvit.graph as graph
     from litvit.benchmark import BenchmarkConfig, format_ratios, run_benchmark
 
     # Opset 16 (traced) keeps the test's export cheap; the benchmark's default is the opset-18 graph.
-    monkeypatch.setattr(export, "onnxruntime_runner", functools.partial(export.onnxruntime_runner, opset=16))
+    monkeypatch.setattr(graph, "onnxruntime_runner", functools.partial(graph.onnxruntime_runner, opset=16))
     model = tiny_model("lit_s")
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
-        np.testing.assert_allclose(export.onnxruntime_runner(model, x)(x)[0], model(x).numpy(), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(graph.onnxruntime_runner(model, x)(x)[0], model(x).numpy(), atol=1e-4, rtol=0)
 
     config = BenchmarkConfig(
         models=["lit_s"], modes=["inference", "train"], runtimes=["eager", "onnxruntime"], img_sizes=[64],

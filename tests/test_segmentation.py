@@ -14,8 +14,8 @@ from torchvision import tv_tensors
 from litvit.errors import CheckpointError, DataError
 from litvit.segmentation import ConfusionMatrix, metrics_from_confusion, semantic_fpn_lit
 from litvit.segmentation.data import SegmentationDataset, decode_label, find_pairs
+from litvit.segmentation.config import SegTrainConfig
 from litvit.segmentation.engine import (
-    SegTrainConfig,
     build_param_groups,
     load_trained_model,
     segmentation_loss,

@@ -11,11 +11,10 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from ..checkpoint import extract_state_dict, load_model_weights, read_checkpoint
 from ..engine.amp import autocast, resolve_amp
 from ..engine.distributed import cleanup, init_distributed
 from ..engine.samplers import EvalDistributedSampler
-from ..errors import CheckpointError, DataError
+from ..errors import DataError
 from .config import TrainConfig
 from .data import ImageFolderDataset, build_transforms, collate_with_flags, load_image, scan_image_folder
 from .engine import evaluate
@@ -41,17 +40,6 @@ def imagenet_class_names() -> List[str]:
     return [info.index_to_description(i) for i in range(info.num_classes())]
 
 
-def _head_classes(state_dict: Dict[str, torch.Tensor], classifier: str = "head") -> Optional[int]:
-    weight = state_dict.get(f"{classifier}.weight")
-    if weight is None:
-        # released LIT-Ti / other layouts: any 2-d weight whose name ends in head.weight
-        for key, value in state_dict.items():
-            if key.endswith("head.weight") and value.ndim == 2:
-                weight = value
-                break
-    return int(weight.shape[0]) if weight is not None else None
-
-
 def load_classifier(
     checkpoint: Union[str, os.PathLike],
     model: Optional[str] = None,
@@ -61,39 +49,22 @@ def load_classifier(
 ) -> LoadedClassifier:
     """A model ready for evaluation from a litvit training checkpoint (architecture, image size and
     class names are recorded in it) or a released/timm state dict (``model`` must be named;
-    the class count is read from the classifier weights)."""
-    from ..factory import create_model
-    from ..models import LIT, LIT_MODELS, checkpoint_filter_fn
+    the class count is read from the classifier weights); see
+    :func:`litvit.factory.model_from_checkpoint`."""
+    from ..factory import model_from_checkpoint
 
-    raw = read_checkpoint(checkpoint)
-    recorded = raw.get("config") if isinstance(raw, dict) and isinstance(raw.get("config"), dict) else None
+    net, info = model_from_checkpoint(checkpoint, model=model, img_size=img_size, use_ema=use_ema,
+                                      model_kwargs=model_kwargs)
     fields = set(TrainConfig.__dataclass_fields__)
     cfg = TrainConfig(**{k: (tuple(v) if isinstance(v, list) and k not in ("model_kwargs",) else v)
-                         for k, v in (recorded or {}).items() if k in fields})
-    if model is not None:
-        if recorded is not None and model != cfg.model:
-            raise CheckpointError(f"checkpoint {checkpoint} holds a {cfg.model} model, not {model}")
-        cfg.model = model
-    elif recorded is None:
-        raise CheckpointError(f"checkpoint {checkpoint} does not record its architecture; name it with --model (e.g. lit_ti)")
+                         for k, v in (info.config or {}).items() if k in fields})
+    cfg.model = info.model_name
     if img_size is not None:
         cfg.img_size = img_size
     if model_kwargs:
         cfg.model_kwargs = {**cfg.model_kwargs, **model_kwargs}
-    state_dict = extract_state_dict(raw, use_ema=use_ema)
-    num_classes = raw.get("num_classes") if isinstance(raw, dict) and "num_classes" in raw else None
-    num_classes = num_classes or _head_classes(state_dict) or 1000
-    kwargs = dict(num_classes=num_classes, **(cfg.model_kwargs or {}))
-    if cfg.model in LIT_MODELS:
-        kwargs["img_size"] = cfg.img_size
-    net = create_model(cfg.model, **kwargs)
-    if isinstance(net, LIT):
-        state_dict = checkpoint_filter_fn(state_dict, net)
-    load_model_weights(net, state_dict, source=f"checkpoint {checkpoint}")
-    net.eval()
-    class_names = list(raw["class_names"]) if isinstance(raw, dict) and raw.get("class_names") else None
-    return LoadedClassifier(net, cfg, class_names, num_classes, str(checkpoint),
-                            extra={"epoch": raw.get("epoch") if isinstance(raw, dict) else None})
+    return LoadedClassifier(net, cfg, info.class_names, info.num_classes, str(checkpoint),
+                            extra={"epoch": info.epoch})
 
 
 def evaluate_checkpoint(

@@ -7,6 +7,7 @@ from typing import Optional, Union
 
 from ..engine.logging import read_metrics
 from ..errors import DataError
+from ..fileio import atomic_path
 
 __all__ = ["plot_run"]
 
@@ -71,9 +72,9 @@ def plot_run(run_dir: Union[str, os.PathLike], out: Optional[Union[str, os.PathL
 
     fig.suptitle(str(metrics_path.parent))
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_path(out, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
     return out

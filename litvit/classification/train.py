@@ -27,6 +27,7 @@ from ..engine import (
 from ..engine.amp import grad_scaler, resolve_amp
 from ..engine.config import config_to_dict, dump_config
 from ..errors import CheckpointError, DataError, LitvitError
+from ..fileio import write_text_atomic
 from .build import (
     build_mixup_and_loss,
     build_model,
@@ -231,7 +232,7 @@ def _train(cfg: TrainConfig, ctx) -> Dict[str, Any]:
                     "world_size": ctx.world_size, "steps_per_epoch": steps_per_epoch}
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(cfg))
+        write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
         if state is not None:
             metrics.truncate_after("step", global_step)
         log.info(

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -39,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from ..fileio import atomic_path
 
 __all__ = [
     "SHAPE_CLASSES",
@@ -332,30 +332,20 @@ def _write_atomically(root: PathLike, settings: Dict[str, Any], build: Callable[
                                  if old.get(k) != settings.get(k))
                 raise DataError(f"{root} holds a synthetic dataset made with other settings ({diff}); "
                                 "pass overwrite=True (--overwrite) or choose another directory")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:
-        summary = build(tmp)
-        manifest = {"generator": "litvit.data.synthetic", "version": GENERATOR_VERSION,
-                    "settings": settings, "classes": list(SHAPE_CLASSES), "summary": summary}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        # mkdtemp makes the directory private (0700); give it the permissions mkdir would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        if root.exists():
-            # Only reached for an empty directory or our own dataset with overwrite=True.
-            shutil.rmtree(root)
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            # Another process may have finished the same dataset first.
-            if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("settings") == settings:
-                return root
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_path(root, suffix=".tmp", directory=True) as tmp:
+            summary = build(tmp)
+            manifest = {"generator": "litvit.data.synthetic", "version": GENERATOR_VERSION,
+                        "settings": settings, "classes": list(SHAPE_CLASSES), "summary": summary}
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            if root.exists():
+                # Only reached for an empty directory or our own dataset with overwrite=True.
+                shutil.rmtree(root)
+    except OSError:
+        # Another process may have finished the same dataset first.
+        if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("settings") == settings:
+            return root
+        raise
     return root
 
 

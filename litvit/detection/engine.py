@@ -35,6 +35,7 @@ from ..engine import (
 from ..engine.amp import autocast, grad_scaler, resolve_amp
 from ..engine.config import config_to_dict, dump_config
 from ..errors import CheckpointError, DataError
+from ..fileio import write_text_atomic
 from .config import DetectTrainConfig
 from .data import CocoDetectionDataset, coco_split_paths, collate_detection, eval_transforms, train_transforms
 from .evaluate import evaluate_detector, format_summary
@@ -190,7 +191,7 @@ def _train(cfg: DetectTrainConfig, ctx) -> Dict[str, Any]:
     run_dir = Path(cfg.output)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+        write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
     _seed_all(cfg.seed + ctx.rank)
 
     (train_images, train_ann), val_split = resolve_splits(cfg)
@@ -360,6 +361,4 @@ def _main_lr(optimizer: torch.optim.Optimizer) -> float:
 
 def save_atomic_json(path: Path, obj: Any) -> None:
     """Write JSON through a temporary file and a rename (never a half-written file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(obj, indent=2))

@@ -11,6 +11,7 @@ from PIL import Image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from ..errors import DataError
+from ..fileio import atomic_path
 from .data import read_rgb
 
 __all__ = ["draw_detections", "predict_images", "list_images", "class_colors"]
@@ -90,9 +91,8 @@ def predict_images(
         output = model([image.to(device).float() / 255])[0]
         drawn = draw_detections(image, output, class_names, offset, score_thresh)
         target = out_dir / f"{Path(file).stem}.png"
-        tmp = target.with_name(f".{target.name}.tmp")
-        Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
-        tmp.replace(target)
+        with atomic_path(target, suffix=".png") as tmp:
+            Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
         keep = output["scores"] >= score_thresh
         summaries.append(
             {

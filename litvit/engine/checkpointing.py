@@ -19,6 +19,7 @@ import torch
 
 from ..checkpoint import read_checkpoint, save_atomic
 from ..errors import CheckpointError
+from ..fileio import atomic_path
 from .distributed import is_main_process
 
 __all__ = ["CheckpointManager", "capture_rng_state", "restore_rng_state"]
@@ -77,15 +78,11 @@ class CheckpointManager:
     def _link_best(self, path: Path) -> None:
         # A hard link shares the bytes already written (no second copy of a large model);
         # it is created under a temporary name and renamed, so best.pth is never partial.
-        tmp = self.run_dir / f".{self.best_name}.{os.getpid()}.tmp"
         try:
-            if tmp.exists():
-                tmp.unlink()
-            os.link(path, tmp)
-            os.replace(tmp, self.best_path)
+            with atomic_path(self.best_path) as tmp:
+                tmp.unlink()  # os.link needs a free name
+                os.link(path, tmp)
         except OSError:
-            if tmp.exists():
-                tmp.unlink()
             save_atomic(read_checkpoint(path), self.best_path)
 
     def checkpoints(self) -> List[Path]:

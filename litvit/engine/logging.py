@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Union
 
+from ..fileio import write_text_atomic
 from .distributed import is_main_process
 
 __all__ = ["get_logger", "MetricsLogger", "read_metrics", "progress", "Progress"]
@@ -21,12 +22,31 @@ __all__ = ["get_logger", "MetricsLogger", "read_metrics", "progress", "Progress"
 _LOGGER_NAME = "litvit"
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record, not at set-up.
+
+    Notebooks, pytest's capture and ``contextlib.redirect_stderr`` replace ``sys.stderr``; a
+    handler bound to the stream of its creation would write into a closed one afterwards.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def get_logger(name: str = _LOGGER_NAME) -> logging.Logger:
     """The ``litvit`` logger: INFO on the main process, WARNING elsewhere, to stderr."""
     logger = logging.getLogger(name)
     root = logging.getLogger(_LOGGER_NAME)
     if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
         root.addHandler(handler)
         root.propagate = False
@@ -77,11 +97,7 @@ class MetricsLogger:
         if not self.enabled or not self.path.exists():
             return
         kept = [r for r in read_metrics(self.path) if not (isinstance(r.get(key), (int, float)) and r[key] > value)]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for r in kept:
-                f.write(json.dumps(r) + "\n")
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def read_metrics(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:

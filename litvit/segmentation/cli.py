@@ -20,7 +20,7 @@ examples:
 
 def add_parser(subparsers: "argparse._SubParsersAction") -> None:
     from ..engine.config import add_config_arguments
-    from .engine import SegTrainConfig
+    from .config import SegTrainConfig
 
     seg = subparsers.add_parser(
         "segment", help="semantic segmentation (Semantic FPN with LIT backbones)",
@@ -89,7 +89,8 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from ..engine.config import build_config, dump_config
-    from .engine import SegTrainConfig, train
+    from .config import SegTrainConfig
+    from .engine import train
 
     cfg = build_config(SegTrainConfig, args)
     if args.print_config:
@@ -116,6 +117,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from ..engine import cleanup, get_logger, init_distributed
     from ..engine.amp import resolve_amp
+    from ..fileio import write_text_atomic
     from .engine import DatasetInfo, build_dataset, evaluate, load_trained_model
     from .metrics import format_metrics
     from .transforms import EvalPreset
@@ -142,11 +144,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 if args.json == "-":
                     print(text)
                 else:
-                    path = Path(args.json)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_name(f".{path.name}.tmp")
-                    tmp.write_text(text + "\n", encoding="utf-8")
-                    tmp.replace(path)
+                    write_text_atomic(args.json, text + "\n")
     finally:
         cleanup()
     return 0

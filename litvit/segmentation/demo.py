@@ -108,7 +108,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     from ..data.synthetic import generate_segmentation
     from ..engine.config import build_config
-    from .engine import SegTrainConfig, train
+    from .config import SegTrainConfig
+    from .engine import train
     from .metrics import format_metrics
 
     data_root = Path(getattr(args, "data_dir", None) or "demo_data")

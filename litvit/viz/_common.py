@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -12,6 +11,7 @@ import torch.nn as nn
 from PIL import Image
 
 from ..errors import CheckpointError, DataError
+from ..fileio import atomic_path
 
 PathLike = Union[str, os.PathLike]
 SizeSpec = Union[None, int, Sequence[int], str]
@@ -130,60 +130,30 @@ def load_model_and_classes(model_name: Optional[str], checkpoint: Optional[PathL
                            img_size: Optional[int] = None, use_ema: bool = False,
                            device: Union[str, torch.device] = "cpu") -> Tuple[nn.Module, Optional[List[str]]]:
     """:func:`load_model` plus the class names a litvit training checkpoint records (else None)."""
-    from ..checkpoint import extract_state_dict, read_checkpoint
-    from ..factory import create_model
-    from ..models import LIT, checkpoint_filter_fn
-    from ..checkpoint import load_model_weights
+    from ..factory import create_model, model_from_checkpoint
+    from ..models import LIT
 
-    kwargs: Dict[str, Any] = {}
-    state_dict = None
-    class_names = None
     if checkpoint is not None:
-        raw = read_checkpoint(checkpoint)
-        if isinstance(raw, Mapping) and isinstance(raw.get("class_names"), (list, tuple)):
-            class_names = [str(c) for c in raw["class_names"]]
-        config = raw.get("config") if isinstance(raw, Mapping) else None
-        if isinstance(config, Mapping):
-            model_name = model_name or config.get("model")
-            extra = config.get("model_kwargs")
-            if isinstance(extra, Mapping):
-                kwargs.update(extra)
-            if config.get("img_size") and img_size is None:
-                img_size = int(config["img_size"])
-        state_dict = extract_state_dict(raw, use_ema=use_ema)
-        head = state_dict.get("head.weight")
-        if head is not None and head.ndim == 2:
-            kwargs["num_classes"] = int(head.shape[0])
-    if not model_name:
-        raise CheckpointError("no model name given (--model) and the checkpoint does not record one")
-    if img_size is not None:
-        kwargs["img_size"] = int(img_size)
-    model = create_model(model_name, **kwargs)
+        model, info = model_from_checkpoint(checkpoint, model=model_name, img_size=img_size, use_ema=use_ema,
+                                            device=device)
+        model_name, class_names = info.model_name, info.class_names
+    elif not model_name:
+        raise CheckpointError("no model name given (--model) and no checkpoint to read one from")
+    else:
+        model = create_model(model_name, **({} if img_size is None else {"img_size": int(img_size)}))
+        model, class_names = model.to(device).eval(), None
     if not isinstance(model, LIT):
         raise CheckpointError(f"{model_name!r} is not a LIT model; the visualisations need DTM offsets and LIT attention")
-    if state_dict is not None:
-        load_model_weights(model, checkpoint_filter_fn(state_dict, model), source=f"checkpoint {checkpoint}")
-    return model.to(device).eval(), class_names
+    return model, class_names
 
 
 def save_figure(fig: Any, out_path: PathLike, dpi: int = 100) -> Path:
     """Save a matplotlib figure as PNG through a temporary file, so no half-written file remains."""
     out_path = Path(out_path)
     try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".png", dir=out_path.parent)
+        with atomic_path(out_path, suffix=".png") as tmp:
+            # "tight" grows the canvas to what was drawn, so a wide legend is never clipped.
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05)
     except OSError as err:
         raise DataError(f"cannot write {out_path}: {err.strerror or err}") from None
-    os.close(fd)
-    try:
-        # "tight" grows the canvas to what was drawn, so a wide legend is never clipped.
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05)
-        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out_path

@@ -1,0 +1,75 @@
+"""How a model is run while measured: eager, ``torch.compile``, ONNX Runtime, or a registered runtime."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Dict
+
+import torch
+import torch.nn as nn
+
+if TYPE_CHECKING:
+    from .config import BenchmarkConfig
+
+__all__ = ["Runtime", "RUNTIMES", "register_runtime"]
+
+
+class _Skip(Exception):
+    """A model, mode and runtime that cannot be measured together (reported as skipped)."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a model is executed.
+
+    ``prepare(model, example, config, mode)`` returns the callable that maps an input
+    batch to outputs; the model is already on the device, in the memory format and
+    train/eval state of ``mode``. Runtimes that cannot train (exported graphs) set
+    ``supports_training=False`` and are skipped for training.
+    """
+
+    name: str
+    prepare: Callable[[nn.Module, torch.Tensor, BenchmarkConfig, str], Callable[[torch.Tensor], Any]]
+    supports_training: bool = True
+    description: str = ""
+
+
+RUNTIMES: Dict[str, Runtime] = {}
+
+
+def register_runtime(
+    name: str, *, supports_training: bool = True, description: str = ""
+) -> Callable[[Callable[..., Callable[[torch.Tensor], Any]]], Callable[..., Callable[[torch.Tensor], Any]]]:
+    """Decorator: register ``prepare(model, example, config, mode)`` as runtime ``name``."""
+
+    def decorator(prepare: Callable[..., Callable[[torch.Tensor], Any]]) -> Callable[..., Callable[[torch.Tensor], Any]]:
+        RUNTIMES[name] = Runtime(name, prepare, supports_training, description)
+        return prepare
+
+    return decorator
+
+
+@register_runtime("eager", description="plain PyTorch eager execution")
+def _prepare_eager(model: nn.Module, example: torch.Tensor, config: BenchmarkConfig, mode: str):
+    return model
+
+
+@register_runtime("compile", description="torch.compile (Inductor); --compile-mode, --fullgraph")
+def _prepare_compiled(model: nn.Module, example: torch.Tensor, config: BenchmarkConfig, mode: str):
+    return torch.compile(model, mode=config.compile_mode, fullgraph=config.fullgraph)
+
+
+@register_runtime(
+    "onnxruntime",
+    supports_training=False,
+    description="ONNX Runtime (CPU, float32) running the graph 'litvit export' writes (needs litvit[export])",
+)
+def _prepare_onnxruntime(model: nn.Module, example: torch.Tensor, config: BenchmarkConfig, mode: str):
+    # The conversion ``litvit export`` uses, from the layer below both tools.
+    from .. import graph
+
+    if not config.device.startswith("cpu"):
+        raise _Skip("the onnxruntime runtime runs on CPU (the onnxruntime package has no CUDA provider here)")
+    if config.precision != "float32":
+        raise _Skip("the onnxruntime runtime measures float32 only")
+    # Same intra-op threads as torch, so the comparison with eager/compile uses the same cores.
+    return graph.onnxruntime_runner(model, example, threads=torch.get_num_threads())
