@@ -10,8 +10,8 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torchvision  # noqa: F401  (registers torch.ops.torchvision.deform_conv2d for TorchScript)
 from timm.layers import register_notrace_function
+from torchvision.ops import deform_conv2d
 
 from ..ops.deform import deform_conv2x2
 
@@ -57,13 +57,8 @@ class DeformableTokenMerging(nn.Module):
         x = x.reshape(batch, grid[0], grid[1], channels).permute(0, 3, 1, 2)
         offset = self.offset_conv(x)
         if torch.jit.is_scripting():
-            bias = self.proj.bias
-            if bias is None:
-                bias = torch.zeros(self.proj.out_channels, dtype=x.dtype, device=x.device)
-            no_mask = torch.zeros(0, dtype=x.dtype, device=x.device)
-            out = torch.ops.torchvision.deform_conv2d(
-                x.contiguous(), self.proj.weight, offset, no_mask, bias, 2, 2, 0, 0, 1, 1, 1, 1, False
-            )
+            # TorchScript cannot compile the grid_sample form; torchvision's op is the same function.
+            out = deform_conv2d(x, offset, self.proj.weight, self.proj.bias, stride=(2, 2))
         else:
             out = deform_conv(x, offset, self.proj.weight, self.proj.bias)
         out = self.act(self.norm(out))

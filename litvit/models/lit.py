@@ -55,7 +55,7 @@ def relative_position_index(height: int, width: int, device: Optional[torch.devi
 
 
 def resize_abs_pos_embed(
-    pos_embed: torch.Tensor, src_grid: Sequence[int], dst_grid: Sequence[int], num_prefix_tokens: int = 0
+    pos_embed: torch.Tensor, src_grid: Tuple[int, int], dst_grid: Tuple[int, int], num_prefix_tokens: int = 0
 ) -> torch.Tensor:
     """Resize a ``1 x (prefix + h*w) x C`` position embedding to another grid, bilinearly and
     without antialiasing (as the released dense backbones do); prefix tokens pass unchanged.
