@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-from timm.layers import register_notrace_function
+from timm.models import register_notrace_function
 from torchvision.ops import deform_conv2d
 
 from ..ops.deform import deform_conv2x2

@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from timm.layers import register_notrace_function
+from timm.models import register_notrace_function
 
 from ..ops.capture import is_exporting
 
