@@ -57,7 +57,8 @@ class DeformableTokenMerging(nn.Module):
         x = x.reshape(batch, grid[0], grid[1], channels).permute(0, 3, 1, 2)
         offset = self.offset_conv(x)
         if torch.jit.is_scripting():
-            # TorchScript cannot compile the grid_sample form; torchvision's op is the same function.
+            # The grid_sample form picks its kernel in Python at run time, beyond TorchScript;
+            # torchvision's op computes the same function.
             out = deform_conv2d(x, offset, self.proj.weight, self.proj.bias, stride=(2, 2))
         else:
             out = deform_conv(x, offset, self.proj.weight, self.proj.bias)
