@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -23,7 +23,10 @@ from .models import (
     litv2_checkpoint_filter_fn,
 )
 
-__all__ = ["create_model", "create_backbone", "load_checkpoint", "model_from_checkpoint", "CheckpointInfo"]
+__all__ = [
+    "create_model", "create_backbone", "load_checkpoint", "model_from_checkpoint", "CheckpointInfo",
+    "imagenet_class_names", "display_class_names",
+]
 
 
 def _to_model_layout(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, Any]:
@@ -208,3 +211,19 @@ def model_from_checkpoint(
         model_kwargs={k: v for k, v in kwargs.items() if k != "num_classes"},
     )
     return net.to(device).eval(), info
+
+
+def imagenet_class_names() -> List[str]:
+    """The 1000 ImageNet-1k class descriptions, from timm's bundled (offline) metadata."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i) for i in range(info.num_classes())]
+
+
+def display_class_names(num_classes: int, recorded: Optional[Sequence[str]] = None) -> Optional[List[str]]:
+    """Names to show beside predictions: those a checkpoint records, else ImageNet's for a
+    1000-way head (the released weights), else None (the index is shown)."""
+    if recorded:
+        return [str(name) for name in recorded]
+    return imagenet_class_names() if num_classes == 1000 else None

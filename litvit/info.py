@@ -87,8 +87,7 @@ def count_model(name: str, img_size: Union[int, Sequence[int]] = 224) -> Dict[st
     formulas = {**cpu_attention_flop_formulas(), grid_sampler: grid_sample_flop}
     counter = FlopCounterMode(display=False, custom_mapping=formulas)
     with torch.no_grad(), counter:
-        # The whole architecture, as the paper counts it: forward() would skip the last block's
-        # non-class tokens, which the classifier never reads (LIT.class_token_tail_applies).
+        # The whole architecture, as the paper counts it.
         model.forward_head(model.forward_features(torch.zeros(1, 3, height, width)))
     counts = counter.get_flop_counts()
     by_op = {str(op).replace("aten.", ""): flops / 2e9 for op, flops in counts["Global"].items()}
