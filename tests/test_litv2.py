@@ -355,7 +355,7 @@ def test_hilo_attention_probs_reproduce_the_output():
     attn = HiLoAttention(32, 4, window=2, alpha=0.5).eval()
     x = torch.randn(1, 16, 32)
     with torch.no_grad():
-        out, probs = attn(x, (4, 4), return_attn=True)
+        out, probs = attn(x, (4, 4)), attn.attention_probs(x, (4, 4))
         assert probs.shape == (1, 4, 16, 16)
         assert_close(probs.sum(-1), torch.ones(1, 4, 16))
         # Hi-Fi heads (first) see only the query's window: token 0's window is tokens 0, 1, 4, 5.

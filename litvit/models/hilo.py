@@ -11,7 +11,7 @@ through ``scaled_dot_product_attention``.
 """
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Tuple
 
 import torch
 import torch.nn as nn
@@ -102,21 +102,29 @@ class HiLoAttention(nn.Module):
         out = _attention(q, k, v, self.fused_attn, self.attn_drop if self.training else 0.0)
         return self.lofi_proj(out.transpose(1, 2).reshape(batch, height, width, self.lofi_heads * self.head_dim))
 
-    def forward(
-        self, x: torch.Tensor, grid: Grid, return_attn: bool = False
-    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
-        """HiLo output for ``B x N x C`` tokens; with ``return_attn`` also :meth:`attention_probs`."""
-        batch, num_tokens, channels = x.shape
+    def _padding(self, grid: Grid) -> Tuple[int, int, bool]:
         height, width = grid
-        x = x.reshape(batch, height, width, channels)
         ws = self.window
         # Written as ceil(side / ws) * ws - side so that a symbolic (exported) size simplifies.
         pad_h, pad_w = (height + ws - 1) // ws * ws - height, (width + ws - 1) // ws * ws - width
         # Exported graphs always pad and crop (by zero where the window divides the map), so that
         # the padding follows the image size rather than the example's.
-        padded = self.window > 1 and (is_exporting() or bool(pad_h) or bool(pad_w))
-        if padded:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        return pad_h, pad_w, self.window > 1 and (is_exporting() or bool(pad_h) or bool(pad_w))
+
+    def _grid_tokens(self, x: torch.Tensor, grid: Grid) -> Tuple[torch.Tensor, bool]:
+        """``B x N x C`` tokens as a ``B x H x W x C`` map, padded to whole windows."""
+        pad_h, pad_w, padded = self._padding(grid)
+        x = x.reshape(x.shape[0], grid[0], grid[1], x.shape[-1])
+        return (F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if padded else x), padded
+
+    def attention_probs(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
+        """``B x heads x N x N`` attention weights of every head (see :meth:`_dense_probs`)."""
+        return self._dense_probs(self._grid_tokens(x, grid)[0], grid)
+
+    def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
+        batch, num_tokens, channels = x.shape
+        height, width = grid
+        x, padded = self._grid_tokens(x, grid)
         branches = []
         if self.hifi_heads:
             branches.append(self.hifi(x))
@@ -125,8 +133,7 @@ class HiLoAttention(nn.Module):
         out = branches[0] if len(branches) == 1 else torch.cat(branches, dim=-1)
         if padded:
             out = out[:, :height, :width]
-        out = out.reshape(batch, num_tokens, channels)
-        return (out, self._dense_probs(x, grid)) if return_attn else out
+        return out.reshape(batch, num_tokens, channels)
 
     def _dense_probs(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         """``B x heads x N x N`` attention weights of every head on the grid tokens (Hi-Fi heads first).
