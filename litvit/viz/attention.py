@@ -3,7 +3,7 @@
 A query is a pixel of the model input (it selects the token whose stride-16 / stride-32
 patch contains it in stages 3 / 4) or, for LIT-Ti, the class token (stage 4 only: stage 3
 has no class token). The attention probabilities of every block are captured with forward
-hooks that re-run ``Attention.forward(x, grid, return_attn=True)`` on the block's own input,
+hooks that compute ``Attention.attention_probs(x, grid)`` on the block's own input,
 so the model code is untouched.
 """
 from __future__ import annotations
@@ -107,8 +107,7 @@ def attention_maps(model: nn.Module, image_tensor: Union[torch.Tensor, np.ndarra
         def hook(module: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any], output: Any) -> None:
             tokens = args[0] if args else kwargs["x"]
             grid = args[1] if len(args) > 1 else kwargs["grid"]
-            # forward() itself, not __call__, so this hook is not re-entered.
-            _, probs = module.forward(tokens, grid, return_attn=True)
+            probs = module.attention_probs(tokens, grid)
             records.append({"stage": stage, "block": block, "grid": tuple(int(g) for g in grid),
                             "probs_all": probs[0].float().cpu(), "num_tokens": tokens.shape[1]})
         return hook
