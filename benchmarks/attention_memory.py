@@ -1,7 +1,7 @@
 """Peak inference memory of LIT at a detection resolution against the attention matrix it avoids.
 
-Issue 7's memory target: at 800 x 1344 input, LIT-S inference must need at most half of what
-materialising its (stage-3, global) attention matrix would. This script runs one model's
+At 800 x 1344 input, LIT-S's stage-3 attention is global over 4200 tokens: one block's attention
+matrix would be 807 MB in float32, which the fast path never materialises. This script runs one model's
 forward pass at one input size on the fast path (SDPA; relative position bias built one block
 of query rows at a time) and with the reference attention (explicit softmax over the whole
 ``heads x N x N`` matrix), each in a fresh process, and prints both peaks beside the size of
@@ -14,8 +14,8 @@ Two memory figures per path, each the forward pass's peak above what the model a
 already hold: ``live``, the peak of the tensors alive at once, counted storage by storage at
 every op (``litvit.benchmark.live_tensor_peak_bytes``; the same on every device); and the
 device's own peak: the CUDA allocator's, or on CPU the peak resident set (VmHWM), which also
-counts malloc's free lists and runtime buffers and so is an upper bound. The verdict uses the
-allocator's peak on CUDA and the live peak on CPU.
+counts malloc's free lists and runtime buffers and so is an upper bound. The last line's ratio
+uses the allocator's peak on CUDA and the live peak on CPU.
 """
 from __future__ import annotations
 
@@ -189,8 +189,7 @@ def main(argv: List[str] = None) -> int:
         # On CUDA the allocator's peak is the measure; on CPU the resident set also counts
         # malloc's free lists and runtime buffers, so the live-tensor peak is the comparable one.
         measure = fast["peak_mb"] if args.device.startswith("cuda") else fast["live_mb"]
-        verdict = "met" if measure <= 0.5 * matrix_mb else "not met"
-        print(f"target (fast-path inference memory <= half the attention matrix): {verdict} ({measure / matrix_mb:.2f})")
+        print(f"fast-path inference memory / one attention matrix: {measure / matrix_mb:.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({**spec, "attention_matrix": matrix, "results": results}, f, indent=2)

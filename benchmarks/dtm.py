@@ -9,7 +9,7 @@ times are medians; the ratio is torchvision's time over litvit's (higher = litvi
     python benchmarks/dtm.py --device cpu --repeats 5 --json
 
 On CUDA litvit's side runs twice, once per DTM kernel (``litvit.ops.deform.set_dtm_kernel``):
-``torch`` (``grid_sample``, the default) and ``triton`` (the fused Triton kernel); the rows
+``torch`` (``grid_sample``) and ``triton`` (the fused Triton kernel, the CUDA default); the rows
 say which (``cuda``, ``cuda triton``).
 
 Rows ``deform conv`` compare the 2x2 deformable convolution alone (``deform_conv2x2`` vs

@@ -8,6 +8,9 @@ from typing import List, Tuple
 from .errors import LitvitError
 
 DEFAULT_MODELS = ["lit_ti", "pvt_v2_b2", "lit_s", "swin_tiny_patch4_window7_224"]
+# Ratios printed when both models of a pair are measured: each LIT against the model the LIT
+# paper compares it with, and LITv2-S against LIT-S (HiLo attention in place of MSA).
+DEFAULT_PAIRS = [("lit_ti", "pvt_v2_b2"), ("lit_s", "swin_tiny_patch4_window7_224"), ("litv2_s", "lit_s")]
 
 
 def _int_list(text: str) -> List[int]:
@@ -53,7 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(no download).",
     )
     p.add_argument("--model", "-m", nargs="+", default=DEFAULT_MODELS, metavar="NAME",
-                   help=f"litvit or timm model names (default: {' '.join(DEFAULT_MODELS)})")
+                   help=f"litvit (lit_*, litv2_*) or timm model names (default: {' '.join(DEFAULT_MODELS)})")
     p.add_argument("--mode", nargs="+", choices=MODES, default=list(MODES), help="what to measure (default: both)")
     p.add_argument("--batch-size", "-b", type=int, default=32, help="inference batch size (default 32)")
     p.add_argument("--train-batch-size", type=int, default=16, help="training batch size (default 16)")
@@ -95,9 +98,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model-kwargs", nargs="*", type=_kwarg, default=[], metavar="KEY=VALUE",
                    help="extra keyword arguments for every model, as Python literals (e.g. depths=(1,1,1,1))")
     p.add_argument("--ratios", type=_pairs, default=None, metavar="A:B,...",
-                   help="print images/s ratios of model pairs (default: lit_ti:pvt_v2_b2,lit_s:swin_tiny_patch4_window7_224 "
-                   "when those models are measured); with --matmul-peak each also gets a ceiling, the ratio if A ran every "
-                   "FLOP at the probe's rate")
+                   help=f"print images/s ratios of model pairs (default: {','.join(f'{a}:{b}' for a, b in DEFAULT_PAIRS)} "
+                   "when those models are measured); with --matmul-peak each also gets a ceiling, the ratio if A ran "
+                   "every FLOP at the probe's rate")
     p.add_argument("--json", default=None, metavar="PATH", help="write all results and run metadata as JSON")
     p.add_argument("--csv", default=None, metavar="PATH", help="write one CSV row per model, mode and image size")
     p.add_argument("--plot", default=None, metavar="PNG", help="draw time and memory against image size to a PNG")
@@ -151,8 +154,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(report))
     pairs = args.ratios
     if pairs is None:
-        pairs = [p for p in (("lit_ti", "pvt_v2_b2"), ("lit_s", "swin_tiny_patch4_window7_224"))
-                 if p[0] in config.models and p[1] in config.models]
+        pairs = [p for p in DEFAULT_PAIRS if p[0] in config.models and p[1] in config.models]
     ratios = format_ratios(report, pairs)
     if ratios:
         print(ratios)

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from .errors import LitvitError, MissingExtraError
 
-__all__ = ["add_parser", "run", "classify_demo_backbone", "DEMO_SETTINGS", "DEMO_DATA", "CLASSIFY_DEMO_CHECKPOINT"]
+__all__ = ["add_parser", "run", "classify_demo_backbone", "classify_demo_backbone_for", "demo_model", "DEMO_SETTINGS", "DEMO_DATA", "CLASSIFY_DEMO_CHECKPOINT"]
 
 # A LIT-S-shaped model (relative position bias, mean-pooled head, MLP-only first stages,
 # DTM between stages), narrowed and shortened for a 2-core CPU, trained at 32 px; one
@@ -65,7 +65,7 @@ def classify_demo_backbone(path: Path = CLASSIFY_DEMO_CHECKPOINT) -> Optional[Tu
     (``model`` plus the ``_BACKBONE_KEYS`` it sets), when it exists and holds a LIT model."""
     from .checkpoint import read_checkpoint
     from .errors import CheckpointError
-    from .models import MODEL_CONFIGS
+    from .models import LITV2_CONFIGS, MODEL_CONFIGS
 
     if not path.is_file():
         return None
@@ -74,7 +74,7 @@ def classify_demo_backbone(path: Path = CLASSIFY_DEMO_CHECKPOINT) -> Optional[Tu
     except CheckpointError:
         return None
     config = saved.get("config", {}) if isinstance(saved, dict) else {}
-    if config.get("model") not in MODEL_CONFIGS:
+    if config.get("model") not in MODEL_CONFIGS and config.get("model") not in LITV2_CONFIGS:
         return None
     kwargs = config.get("model_kwargs") or {}
     settings: Dict[str, Any] = {"model": config["model"]}
@@ -82,6 +82,28 @@ def classify_demo_backbone(path: Path = CLASSIFY_DEMO_CHECKPOINT) -> Optional[Tu
         # Keys the classifier left at the model's defaults must not keep the demo's reductions.
         settings[key] = tuple(kwargs[key]) if key in kwargs else None
     return path, settings
+
+
+def classify_demo_backbone_for(model: str) -> Optional[Tuple[Path, Dict[str, Any]]]:
+    """:func:`classify_demo_backbone` when the classification demo's checkpoint holds ``model``,
+    else None (and the dense demos train the classification demo again, with ``model``)."""
+    found = classify_demo_backbone()
+    if found is not None and found[1]["model"] != model:
+        print(f"      the classification demo checkpoint {found[0]} holds {found[1]['model']}, not {model}", flush=True)
+        return None
+    return found
+
+
+def demo_model(args: Any) -> str:
+    """The model every demo trains (``--model``; default the classification demo's, lit_s):
+    any LIT or LITv2 name, narrowed to the demo's widths and depths."""
+    from .models import LIT_MODELS, LITV2_MODELS
+
+    name = getattr(args, "model", None) or DEMO_SETTINGS["model"]
+    if name not in LIT_MODELS and name not in LITV2_MODELS:
+        choices = ", ".join(LIT_MODELS + LITV2_MODELS)
+        raise LitvitError(f"the demos train a LIT model: --model takes {choices}, not {name!r}")
+    return name
 
 
 def add_parser(subparsers: Any) -> None:
@@ -92,6 +114,9 @@ def add_parser(subparsers: Any) -> None:
         "save the checkpoint, the training curves and a picture of the learned token-merging offsets.",
     )
     p.add_argument("--task", default="classify", choices=("classify", "detect", "segment"), help="which demo to run")
+    p.add_argument("--model", default=None,
+                   help=f"LIT model to train, e.g. litv2_s (default {DEMO_SETTINGS['model']}); detect/segment start "
+                   "from the classification demo's checkpoint only when it holds this model")
     p.add_argument("--data-dir", default="demo_data", help="where the synthetic data lives (generated if absent)")
     p.add_argument("--output", default=None, help="run directory (default: runs/demo-<task>)")
     p.add_argument("--epochs", type=int, default=None, help="override the number of training epochs")
@@ -131,6 +156,7 @@ def run_classification_demo(args: argparse.Namespace) -> int:
     from .classification.train import train
     from .data.synthetic import generate_classification
 
+    model = demo_model(args)  # a wrong name fails before any work
     start = time.time()
     data_dir = Path(args.data_dir) / "classify"
     output = Path(args.output or "runs/demo-classify")
@@ -138,7 +164,7 @@ def run_classification_demo(args: argparse.Namespace) -> int:
     generate_classification(data_dir, **DEMO_DATA)
     data_time = time.time() - start
 
-    overrides = dict(DEMO_SETTINGS, data_dir=str(data_dir), output=str(output), seed=args.seed,
+    overrides = dict(DEMO_SETTINGS, model=model, data_dir=str(data_dir), output=str(output), seed=args.seed,
                      optimize=getattr(args, "optimize", True))
     if args.epochs is not None:
         overrides["epochs"] = args.epochs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -12,9 +12,30 @@ import torch.nn as nn
 
 from .checkpoint import extract_state_dict, load_model_weights, read_checkpoint
 from .errors import CheckpointError
-from .models import LIT, LIT_MODELS, MODEL_CONFIGS, checkpoint_filter_fn
+from .models import (
+    LIT,
+    LIT_MODELS,
+    LITV2_CONFIGS,
+    LITV2_MODELS,
+    MODEL_CONFIGS,
+    LITv2,
+    checkpoint_filter_fn,
+    litv2_checkpoint_filter_fn,
+)
 
-__all__ = ["create_model", "create_backbone", "load_checkpoint", "model_from_checkpoint", "CheckpointInfo"]
+__all__ = [
+    "create_model", "create_backbone", "load_checkpoint", "model_from_checkpoint", "CheckpointInfo",
+    "imagenet_class_names", "display_class_names",
+]
+
+
+def _to_model_layout(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, Any]:
+    """Released LIT / LITv2 key layouts mapped to ``model``'s; other models' weights as they come."""
+    if isinstance(model, LIT):
+        return checkpoint_filter_fn(state_dict, model)
+    if isinstance(model, LITv2):
+        return litv2_checkpoint_filter_fn(state_dict, model)
+    return state_dict
 
 
 def load_checkpoint(
@@ -30,9 +51,7 @@ def load_checkpoint(
     tables saved at another resolution are resized. Any missing, unexpected or mis-shaped key
     raises :class:`~litvit.errors.CheckpointError` naming all of them.
     """
-    state_dict = extract_state_dict(read_checkpoint(checkpoint_path), use_ema=use_ema)
-    if isinstance(model, LIT):
-        state_dict = checkpoint_filter_fn(state_dict, model)
+    state_dict = _to_model_layout(extract_state_dict(read_checkpoint(checkpoint_path), use_ema=use_ema), model)
     load_model_weights(
         model,
         state_dict,
@@ -90,14 +109,16 @@ def create_backbone(
     class-token slot of LIT-Ti's last position embedding are not loaded; every other
     backbone weight must be in the checkpoint.
     """
-    if model_name not in MODEL_CONFIGS:
-        raise CheckpointError(f"unknown LIT model {model_name!r}; choose from {', '.join(MODEL_CONFIGS)}")
+    if model_name not in MODEL_CONFIGS and model_name not in LITV2_CONFIGS:
+        choices = ", ".join([*MODEL_CONFIGS, *LITV2_CONFIGS])
+        raise CheckpointError(f"unknown LIT model {model_name!r}; choose from {choices}")
     if feature_norms is None:
-        feature_norms = MODEL_CONFIGS[model_name].get("pos_embed", "rel") == "rel"
+        # LITv2's dense backbones normalise their stage 2-4 outputs, as LIT-S/M/B's do.
+        feature_norms = MODEL_CONFIGS.get(model_name, {}).get("pos_embed", "rel") == "rel"
     model = timm.create_model(model_name, num_classes=0, global_pool="", feature_norms=feature_norms, **kwargs)
     if checkpoint_path is not None:
         state_dict = extract_state_dict(read_checkpoint(checkpoint_path), use_ema=use_ema)
-        state_dict = checkpoint_filter_fn(state_dict, model)
+        state_dict = _to_model_layout(state_dict, model)
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(("head.", "cls_token"))}
         model_keys = model.state_dict()
         missing = [k for k in model_keys if k not in state_dict and not k.startswith("feature_norms.")]
@@ -169,7 +190,7 @@ def model_from_checkpoint(
     kwargs: Dict[str, Any] = {**(recorded_kwargs if isinstance(recorded_kwargs, Mapping) else {}), **(model_kwargs or {})}
     if img_size is None and "img_size" not in (model_kwargs or {}):
         img_size = (config or {}).get("img_size")
-    if img_size and model_name in LIT_MODELS:
+    if img_size and (model_name in LIT_MODELS or model_name in LITV2_MODELS):
         # The recorded resolution builds LIT's position tables at the size they were trained;
         # other timm models are built as they come.
         kwargs["img_size"] = int(img_size)
@@ -178,9 +199,7 @@ def model_from_checkpoint(
     kwargs["num_classes"] = int(num_classes)
 
     net = create_model(model_name, **kwargs)
-    if isinstance(net, LIT):
-        state_dict = checkpoint_filter_fn(state_dict, net)
-    load_model_weights(net, state_dict, source=f"checkpoint {path}")
+    load_model_weights(net, _to_model_layout(state_dict, net), source=f"checkpoint {path}")
     class_names = raw_map.get("class_names")
     info = CheckpointInfo(
         path=str(path),
@@ -192,3 +211,19 @@ def model_from_checkpoint(
         model_kwargs={k: v for k, v in kwargs.items() if k != "num_classes"},
     )
     return net.to(device).eval(), info
+
+
+def imagenet_class_names() -> List[str]:
+    """The 1000 ImageNet-1k class descriptions, from timm's bundled (offline) metadata."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i) for i in range(info.num_classes())]
+
+
+def display_class_names(num_classes: int, recorded: Optional[Sequence[str]] = None) -> Optional[List[str]]:
+    """Names to show beside predictions: those a checkpoint records, else ImageNet's for a
+    1000-way head (the released weights), else None (the index is shown)."""
+    if recorded:
+        return [str(name) for name in recorded]
+    return imagenet_class_names() if num_classes == 1000 else None

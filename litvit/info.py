@@ -1,4 +1,4 @@
-"""``litvit info``: parameters and multiply-accumulates of the LIT models beside the paper's.
+"""``litvit info``: parameters and multiply-accumulates of the LIT and LITv2 models beside the papers'.
 
 Operations are counted by running the model once under
 :class:`torch.utils.flop_counter.FlopCounterMode`, which has formulas for convolutions,
@@ -24,6 +24,10 @@ PAPER: Dict[str, Tuple[float, float]] = {
     "lit_s": (27.0, 4.1),
     "lit_m": (48.0, 8.6),
     "lit_b": (86.0, 15.0),
+    # LITv2 (Table 1 of arXiv:2205.13213).
+    "litv2_s": (28.0, 3.7),
+    "litv2_m": (49.0, 7.5),
+    "litv2_b": (87.0, 13.2),
 }
 
 # One bilinear sample per output value: four weighted corners, i.e. 4 multiply-accumulates.
@@ -67,13 +71,12 @@ def count_model(name: str, img_size: Union[int, Sequence[int]] = 224) -> Dict[st
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .models import MODEL_CONFIGS
     from .ops.flops import cpu_attention_flop_formulas
 
-    if name not in MODEL_CONFIGS:
-        raise LitvitError(f"unknown LIT model {name!r}; choose from {', '.join(MODEL_CONFIGS)}")
+    if name not in PAPER:
+        raise LitvitError(f"unknown LIT model {name!r}; choose from {', '.join(PAPER)}")
     height, width = _img_size(img_size)
-    stride = 32  # patch 4 x three 2x token mergings, in all four models
+    stride = 32  # patch 4 x three 2x token mergings, in every model
     if height % stride or width % stride or height <= 0 or width <= 0:
         raise LitvitError(f"--img-size must be positive multiples of {stride}, got {height}x{width}")
     model = timm.create_model(name).eval()
@@ -136,9 +139,7 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .models import MODEL_CONFIGS
-
-    names = args.model or list(MODEL_CONFIGS)
+    names = args.model or list(PAPER)
     rows = [count_model(name, args.img_size) for name in names]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             "GMACs: multiply-accumulates of convolutions, matrix products and attention (each DTM as its "
             "offset conv + deformable conv), as in the paper; sampling: DTM bilinear interpolation "
-            f"({_SAMPLE_MACS} MACs per sampled value), not included. Paper params leave out the classifier."
+            f"({_SAMPLE_MACS} MACs per sampled value), not included. LIT's paper params leave out the classifier, LITv2's include it."
         )
     return 0
 
@@ -155,8 +156,8 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "info",
-        help="parameters and GMACs of the LIT models beside the paper's",
-        description="Count parameters and multiply-accumulates (torch.utils.flop_counter) of the LIT "
+        help="parameters and GMACs of the LIT and LITv2 models beside the papers'",
+        description="Count parameters and multiply-accumulates (torch.utils.flop_counter) of the LIT and LITv2 "
         "models at a given input size, beside the figures of the paper.",
     )
     parser.add_argument("--model", nargs="+", choices=list(PAPER), metavar="NAME",

@@ -571,3 +571,10 @@ def test_demo_other_tasks_dispatch_or_explain(monkeypatch):
     monkeypatch.setitem(sys.modules, "litvit.detection.demo", None)  # import fails like a missing module
     with pytest.raises((MissingExtraError, ImportError)):
         demo.run(type("A", (), {"task": "detect"})())
+
+
+def test_package_exports_the_train_function_even_after_its_module_is_imported():
+    import litvit.classification.train  # noqa: F401  (the submodule must not shadow the function)
+    from litvit.classification import train as train_fn
+
+    assert callable(train_fn) and train_fn.__name__ == "train"

@@ -16,7 +16,7 @@ import litvit
 from conftest import TINY_KWARGS
 from litvit.checkpoint import load_model_weights
 from litvit.models import LIT_MODELS, checkpoint_filter_fn
-from litvit.models import lit as lit_module
+from litvit.models import pos_embed as pos_embed_module
 
 EXACT_PARAMS = {"lit_ti": 19_886_272, "lit_s": 27_973_720, "lit_m": 49_372_264, "lit_b": 87_292_384}
 
@@ -158,8 +158,8 @@ def resize_calls(monkeypatch):
 
         return wrapped
 
-    monkeypatch.setattr(lit_module, "resize_rel_pos_table", spy(lit_module.resize_rel_pos_table))
-    monkeypatch.setattr(lit_module, "resize_abs_pos_embed", spy(lit_module.resize_abs_pos_embed))
+    monkeypatch.setattr(pos_embed_module, "resize_rel_pos_table", spy(pos_embed_module.resize_rel_pos_table))
+    monkeypatch.setattr(pos_embed_module, "resize_abs_pos_embed", spy(pos_embed_module.resize_abs_pos_embed))
     return calls
 
 
@@ -169,7 +169,7 @@ def test_abs_pos_embed_resize_equals_timms(prefix):
 
     torch.manual_seed(0)
     pos_embed = torch.randn(1, prefix + 7 * 7, 16)
-    ours = lit_module.resize_abs_pos_embed(pos_embed, (7, 7), (5, 9), prefix)
+    ours = pos_embed_module.resize_abs_pos_embed(pos_embed, (7, 7), (5, 9), prefix)
     theirs = resample_abs_pos_embed(
         pos_embed, new_size=[5, 9], old_size=[7, 7], num_prefix_tokens=prefix, interpolation="bilinear",
         antialias=False,

@@ -242,3 +242,30 @@ def test_cli_writes_pngs(tmp_path, odd_images, capsys):
     assert "image not found" in err and len(err.splitlines()) == 1
     assert main(["viz", "attention", "--checkpoint", str(ckpt), "--image", str(rgb), "--query", "500,1"]) == 2
     assert "outside" in capsys.readouterr().err
+
+
+def test_figures_name_imagenet_classes_for_a_1000_class_head(tmp_path):
+    from timm.data import ImageNetInfo
+
+    from litvit.checkpoint import save_atomic
+    from litvit.viz._common import load_model_and_classes
+    from litvit.viz.offsets import prediction_label
+
+    config = {"model": "lit_ti", "img_size": 64,
+              "model_kwargs": {k: v for k, v in TINY.items() if k not in ("img_size", "num_classes")}}
+
+    def checkpoint(name, num_classes, **extra):
+        path = tmp_path / name
+        save_atomic({"model": tiny_model(num_classes=num_classes).state_dict(), "config": config, **extra}, path)
+        return path
+
+    _, names = load_model_and_classes(None, checkpoint("imagenet.pth", 1000))
+    info = ImageNetInfo()
+    assert len(names) == 1000 and names[1] == info.index_to_description(1)
+    logits = np.zeros(1000)
+    logits[1] = 1.0
+    assert prediction_label(logits, names) == f" - predicted: {info.index_to_description(1)}"
+    # Recorded names win; a head of another size without them shows the index.
+    assert load_model_and_classes(None, checkpoint("named.pth", 6, class_names=list("abcdef")))[1] == list("abcdef")
+    _, names = load_model_and_classes(None, checkpoint("six.pth", 6))
+    assert names is None and prediction_label(np.eye(6)[4], names) == " - predicted: 4"

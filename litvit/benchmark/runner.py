@@ -209,8 +209,8 @@ def _settle_cpu_heap(live: List[Dict[str, Any]], prefix: str, log: Optional[Call
     With several models in one process, the heap keeps growing for a few rounds after each
     model's own warm-up, as each model's buffers stop fitting the holes the others left; every
     step that grows it page-faults hundreds of MB in. PVTv2-b2 training took 2.2-3.4 s per
-    step until then and 2.1-2.2 s after (benchmarks/RESULTS.md, section 10), so timing
-    before the heap settles measured the allocator, not the model.
+    step until then and 2.1-2.2 s after on an AVX-512 Xeon, so timing before the heap
+    settles measures the allocator, not the model.
     """
     for round_ in range(1, CPU_SETTLE_ROUNDS + 1):
         before = _minor_faults()

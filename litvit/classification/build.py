@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import LitvitError
-from ..models import LIT_MODELS
+from ..models import LIT_MODELS, LITV2_MODELS
 from .config import TrainConfig
 
 __all__ = [
@@ -52,7 +52,7 @@ def _model_kwargs(cfg: TrainConfig, num_classes: int) -> Dict[str, Any]:
     kwargs: Dict[str, Any] = dict(num_classes=num_classes, drop_rate=cfg.drop)
     if cfg.drop_path is not None:
         kwargs["drop_path_rate"] = cfg.drop_path
-    if cfg.model in LIT_MODELS:
+    if cfg.model in LIT_MODELS or cfg.model in LITV2_MODELS:
         kwargs["img_size"] = cfg.img_size
     kwargs.update(cfg.model_kwargs or {})
     return kwargs
@@ -73,11 +73,13 @@ def build_model(cfg: TrainConfig, num_classes: int, checkpoint_path: Optional[st
     reinitialised: List[str] = []
     if checkpoint_path:
         from ..checkpoint import extract_state_dict, load_model_weights, read_checkpoint
-        from ..models import LIT, checkpoint_filter_fn
+        from ..models import LIT, LITv2, checkpoint_filter_fn, litv2_checkpoint_filter_fn
 
         state_dict = extract_state_dict(read_checkpoint(checkpoint_path), use_ema=cfg.init_use_ema)
         if isinstance(model, LIT):
             state_dict = checkpoint_filter_fn(state_dict, model)
+        elif isinstance(model, LITv2):
+            state_dict = litv2_checkpoint_filter_fn(state_dict, model)
         classifier = getattr(model, "pretrained_cfg", {}).get("classifier", "head")
         classifier = classifier if isinstance(classifier, str) else classifier[0]
         reinitialised = load_model_weights(

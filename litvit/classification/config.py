@@ -115,6 +115,15 @@ _RECIPES: Dict[str, Dict[str, Any]] = {
     "lit_s": dict(drop_path=0.2, min_lr=5e-6, warmup_lr=5e-7, scale_min_lr=True, warmup_epochs=20, clip_grad=5.0),
     "lit_m": dict(drop_path=0.3, min_lr=5e-6, warmup_lr=5e-7, scale_min_lr=True, warmup_epochs=20, clip_grad=5.0),
     "lit_b": dict(drop_path=0.5, min_lr=5e-6, warmup_lr=5e-7, scale_min_lr=True, warmup_epochs=20, clip_grad=5.0),
+    # LITv2 trains with LIT-S/M/B's recipe (offset convolutions at 0.01x included).
+    "litv2_s": dict(drop_path=0.2, min_lr=5e-6, warmup_lr=5e-7, scale_min_lr=True, warmup_epochs=20, clip_grad=5.0),
+    "litv2_m": dict(drop_path=0.3, min_lr=5e-6, warmup_lr=5e-7, scale_min_lr=True, warmup_epochs=20, clip_grad=5.0),
+    "litv2_b": dict(drop_path=0.5, min_lr=5e-6, warmup_lr=5e-7, scale_min_lr=True, warmup_epochs=20, clip_grad=5.0),
+    # LITv2-B's 384 px fine-tune of the 224 px model: 30 epochs, evaluated without a crop.
+    "litv2_b_384": dict(
+        drop_path=0.5, epochs=30, base_lr=2e-5, min_lr=2e-7, warmup_lr=2e-8, scale_min_lr=True, warmup_epochs=5,
+        clip_grad=5.0, weight_decay=1e-8, img_size=384, crop_pct=1.0,
+    ),
 }
 # Non-LIT timm models get DeiT's defaults.
 _GENERIC_RECIPE = dict(drop_path=0.1, min_lr=1e-5, warmup_lr=1e-6, scale_min_lr=False, warmup_epochs=5, clip_grad=None)

@@ -16,6 +16,7 @@ from ..engine.amp import autocast, resolve_amp
 from ..engine.distributed import cleanup, init_distributed
 from ..engine.samplers import EvalDistributedSampler
 from ..errors import DataError
+from ..factory import display_class_names, imagenet_class_names
 from .config import TrainConfig
 from .data import ImageFolderDataset, build_transforms, collate_with_flags, load_image, scan_image_folder
 from .engine import evaluate
@@ -31,14 +32,6 @@ class LoadedClassifier:
     num_classes: int
     source: str
     extra: Dict[str, Any] = field(default_factory=dict)
-
-
-def imagenet_class_names() -> List[str]:
-    """The 1000 ImageNet-1k class descriptions, from timm's bundled (offline) metadata."""
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    return [info.index_to_description(i) for i in range(info.num_classes())]
 
 
 def load_classifier(
@@ -138,9 +131,7 @@ def predict_images(
     from ..engine.distributed import resolve_device
 
     dev = resolve_device(device)
-    names = loaded.class_names
-    if names is None and loaded.num_classes == 1000:
-        names = imagenet_class_names()
+    names = display_class_names(loaded.num_classes, loaded.class_names)
     transform = build_transforms(loaded.cfg, False)
     net = optimize_for_device(loaded.model.to(dev).eval(), dev, optimize)
     amp_dtype = resolve_amp(amp, dev)

@@ -35,7 +35,8 @@ class DetectTrainConfig:
     output: str = setting("runs/detect", "run directory (checkpoints, metrics.jsonl, config.yaml, eval JSON)")
     # model
     arch: str = setting("retinanet", "detector", choices=("retinanet", "mask_rcnn"))
-    model: str = setting("lit_ti", "LIT backbone", choices=("lit_ti", "lit_s", "lit_m", "lit_b"))
+    model: str = setting("lit_ti", "LIT backbone",
+                         choices=("lit_ti", "lit_s", "lit_m", "lit_b", "litv2_s", "litv2_m", "litv2_b", "litv2_b_384"))
     backbone_checkpoint: Optional[str] = setting(None, "ImageNet classification checkpoint for the backbone (released or litvit)")
     frozen_stages: int = setting(-1, "freeze the patch embedding and the first N stages (-1: none)")
     norm_eval: bool = setting(False, "keep the DTM BatchNorms in eval mode while training")

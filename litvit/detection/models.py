@@ -32,7 +32,7 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
 from ..factory import create_backbone
-from ..models import DEFAULT_DROP_PATH, LIT, MODEL_CONFIGS
+from ..models import DEFAULT_DROP_PATH, LIT, LITV2_CONFIGS, LITV2_DEFAULT_DROP_PATH, MODEL_CONFIGS
 
 __all__ = [
     "LITFPNBackbone",
@@ -135,8 +135,9 @@ def _lit_body(
     backbone_kwargs: Optional[Dict[str, Any]],
 ) -> LIT:
     kwargs = dict(backbone_kwargs or {})
-    if model_name in DEFAULT_DROP_PATH:
-        kwargs.setdefault("drop_path_rate", DEFAULT_DROP_PATH[model_name])
+    drop_path = {**DEFAULT_DROP_PATH, **LITV2_DEFAULT_DROP_PATH}.get(model_name)
+    if drop_path is not None:
+        kwargs.setdefault("drop_path_rate", drop_path)
     return create_backbone(model_name, checkpoint_path=backbone_checkpoint, **kwargs)
 
 
@@ -173,7 +174,8 @@ def retinanet_lit(
     """RetinaNet with a LIT backbone and FPN, configured as the released 1x COCO recipe.
 
     Args:
-        model_name: ``lit_ti``, ``lit_s``, ``lit_m`` or ``lit_b``.
+        model_name: ``lit_ti``, ``lit_s``, ``lit_m``, ``lit_b`` or a LITv2 (``litv2_s``, ...;
+            ``backbone_kwargs={'local_ws': 4}`` for the window-4 backbones).
         num_classes: number of object categories (no background class; labels ``0..K-1``).
         backbone_checkpoint: classification checkpoint (litvit's or released) for the backbone.
         frozen_stages: see :class:`LITFPNBackbone`.
@@ -290,8 +292,8 @@ def build_detector(arch: str, model_name: str, num_classes: int, **kwargs: Any) 
     """``retinanet_lit`` or ``mask_rcnn_lit`` by name; unknown names raise ``ValueError``."""
     if arch not in DETECTORS:
         raise ValueError(f"unknown detector {arch!r}; choose from {', '.join(DETECTORS)}")
-    if model_name not in MODEL_CONFIGS:
-        raise ValueError(f"unknown LIT model {model_name!r}; choose from {', '.join(MODEL_CONFIGS)}")
+    if model_name not in MODEL_CONFIGS and model_name not in LITV2_CONFIGS:
+        raise ValueError(f"unknown LIT model {model_name!r}; choose from {', '.join([*MODEL_CONFIGS, *LITV2_CONFIGS])}")
     model = DETECTORS[arch](model_name, num_classes, **kwargs)
     model.arch = arch
     return model

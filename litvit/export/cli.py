@@ -45,7 +45,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         f"opsets {MIN_OPSET}-{DEFAULT_OPSET - 1} fix it to --img-size. The ONNX file is checked with onnx.checker "
         "and compared with PyTorch in ONNX Runtime before it is written.",
     )
-    p.add_argument("--model", "-m", required=True, help="lit_ti, lit_s, lit_m, lit_b (or a timm model for --task classify)")
+    p.add_argument("--model", "-m", required=True, help="lit_ti, lit_s, lit_m, lit_b, litv2_s, litv2_m, litv2_b (or a timm model for --task classify)")
     p.add_argument("--checkpoint", default=None, help="weights: a classification checkpoint (any supported layout) "
                    "or, with --task segment / detect, a 'litvit segment train' / 'litvit detect train' checkpoint")
     p.add_argument("--task", choices=TASKS, default="classify",

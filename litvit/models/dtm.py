@@ -5,14 +5,13 @@ input; the deformable convolution is computed by bilinear sampling plus one matr
 (:func:`litvit.ops.deform.deform_conv2x2`), so no compiled extension is needed. TorchScript
 takes torchvision's ``deform_conv2d`` instead, which computes the same.
 """
-from __future__ import annotations
 
 from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torchvision  # noqa: F401  (registers torch.ops.torchvision.deform_conv2d for TorchScript)
-from timm.layers import register_notrace_function
+from timm.models import register_notrace_function
+from torchvision.ops import deform_conv2d
 
 from ..ops.deform import deform_conv2x2
 
@@ -58,13 +57,9 @@ class DeformableTokenMerging(nn.Module):
         x = x.reshape(batch, grid[0], grid[1], channels).permute(0, 3, 1, 2)
         offset = self.offset_conv(x)
         if torch.jit.is_scripting():
-            bias = self.proj.bias
-            if bias is None:
-                bias = torch.zeros(self.proj.out_channels, dtype=x.dtype, device=x.device)
-            no_mask = torch.zeros(0, dtype=x.dtype, device=x.device)
-            out = torch.ops.torchvision.deform_conv2d(
-                x.contiguous(), self.proj.weight, offset, no_mask, bias, 2, 2, 0, 0, 1, 1, 1, 1, False
-            )
+            # The grid_sample form picks its kernel in Python at run time, beyond TorchScript;
+            # torchvision's op computes the same function.
+            out = deform_conv2d(x, offset, self.proj.weight, self.proj.bias, stride=(2, 2))
         else:
             out = deform_conv(x, offset, self.proj.weight, self.proj.bias)
         out = self.act(self.norm(out))

@@ -9,107 +9,38 @@ deformable token merging (DTM) module halves the resolution between stages. LIT-
 position with a learned absolute embedding per stage and classifies from a class token;
 LIT-S/M/B use a relative position bias in every attention block and mean pooling.
 
-This file holds the model alone, written for reading; the CPU speed-ups live in
-:mod:`litvit.accel` (``litvit.optimize(model)``), which swaps modules without touching
-the state dict. The released checkpoints use two other key layouts (a PVT-like one for
-LIT-Ti, a Swin-like one for LIT-S/M/B); :func:`checkpoint_filter_fn` maps both.
+This file holds the model alone, written for reading: CPU speed-ups are a separate layer
+(:mod:`litvit.ops`) that swaps modules without touching the state dict. The released
+checkpoints use two other key layouts (a PVT-like one for LIT-Ti, a Swin-like one for
+LIT-S/M/B); :func:`checkpoint_filter_fn` maps both (:mod:`._lit_released` holds the names).
 """
-from __future__ import annotations
 
 import math
-import re
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, register_notrace_function, trunc_normal_, use_fused_attn
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.layers import DropPath, Mlp, trunc_normal_, use_fused_attn
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, register_notrace_function
 from timm.models._features import feature_take_indices
 
-from ..ops.capture import is_exporting
+from ._lit_released import released_to_model_keys
 from .dtm import DeformableTokenMerging
+from .pos_embed import rel_pos_bias, resize_abs_pos_embed, resize_rel_pos_table, stage_pos_embed
+
+# Their grids are traced values under torch.fx: the calls stay leaves of the graph.
+torch.fx.wrap("rel_pos_bias")
+torch.fx.wrap("stage_pos_embed")
 
 __all__ = [
-    "LIT",
-    "DeformableTokenMerging",
-    "PatchEmbed",
-    "checkpoint_filter_fn",
-    "set_reference_path",
-    "relative_position_index",
-    "resize_abs_pos_embed",
-    "resize_rel_pos_table",
-    "MODEL_CONFIGS",
+    "LIT", "DeformableTokenMerging", "PatchEmbed", "checkpoint_filter_fn", "set_reference_path", "MODEL_CONFIGS",
     "DEFAULT_DROP_PATH",
 ]
 
 
-# --------------------------------------------------------------------- position helpers
-def relative_position_index(height: int, width: int, device: Optional[torch.device] = None) -> torch.Tensor:
-    """Index into a ``(2H-1)(2W-1)`` bias table for every (query, key) pair of an ``H x W`` grid."""
-    coords = torch.stack(
-        torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
-    ).flatten(1)  # 2 x N
-    rel = coords[:, :, None] - coords[:, None, :]  # 2 x N x N
-    return (rel[0] + height - 1) * (2 * width - 1) + (rel[1] + width - 1)
-
-
-def resize_abs_pos_embed(
-    pos_embed: torch.Tensor, src_grid: Sequence[int], dst_grid: Sequence[int], num_prefix_tokens: int = 0
-) -> torch.Tensor:
-    """Resize a ``1 x (prefix + h*w) x C`` position embedding to another grid, bilinearly and
-    without antialiasing (as the released dense backbones do); prefix tokens pass unchanged.
-
-    timm's ``resample_abs_pos_embed`` does the same, but before timm 1.0.30 its size-match
-    early-out runs under ``torch.export`` too and freezes exported graphs to the example size.
-    """
-    prefix, grid_embed = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
-    channels = grid_embed.shape[-1]
-    image = grid_embed.float().reshape(1, src_grid[0], src_grid[1], channels).permute(0, 3, 1, 2)
-    image = F.interpolate(image, size=(dst_grid[0], dst_grid[1]), mode="bilinear", align_corners=False)
-    grid_embed = image.permute(0, 2, 3, 1).reshape(1, -1, channels).to(pos_embed.dtype)
-    return torch.cat([prefix, grid_embed], dim=1) if num_prefix_tokens else grid_embed
-
-
-def resize_rel_pos_table(table: torch.Tensor, src_grid: Tuple[int, int], dst_grid: Tuple[int, int]) -> torch.Tensor:
-    """Resize a ``(2h-1)(2w-1) x heads`` bias table to another grid, bicubically (as the released
-    dense backbones do)."""
-    # No size-match early-out while exporting: it would freeze the graph to the example size.
-    if not is_exporting() and src_grid[0] == dst_grid[0] and src_grid[1] == dst_grid[1]:
-        return table
-    heads = table.shape[1]
-    src_h, src_w = 2 * src_grid[0] - 1, 2 * src_grid[1] - 1
-    dst_h, dst_w = 2 * dst_grid[0] - 1, 2 * dst_grid[1] - 1
-    image = table.t().reshape(1, heads, src_h, src_w)
-    image = F.interpolate(image.float(), size=(dst_h, dst_w), mode="bicubic", align_corners=False)
-    return image.to(table.dtype).reshape(heads, dst_h * dst_w).t()
-
-
-# The grid is made of traced sizes under torch.fx, so these two stay leaves of the graph.
-@torch.fx.wrap
-@register_notrace_function
-def rel_pos_bias(table: torch.Tensor, table_grid: Tuple[int, int], grid: Tuple[int, int]) -> torch.Tensor:
-    """``1 x heads x N x N`` attention bias of an ``H x W`` grid from a table learned for ``table_grid``."""
-    if is_exporting() or table_grid[0] != grid[0] or table_grid[1] != grid[1]:
-        table = resize_rel_pos_table(table, table_grid, grid)
-    index = relative_position_index(grid[0], grid[1], device=table.device)
-    num_tokens = grid[0] * grid[1]
-    bias = table[index.reshape(-1)].reshape(num_tokens, num_tokens, -1)
-    return bias.permute(2, 0, 1).unsqueeze(0)
-
-
-@torch.fx.wrap
-@register_notrace_function
-def stage_pos_embed(
-    pos_embed: torch.Tensor, embed_grid: Tuple[int, int], grid: Tuple[int, int], num_prefix_tokens: int
-) -> torch.Tensor:
-    """A stage's absolute position embedding for an ``H x W`` grid (resized when it differs)."""
-    if not is_exporting() and embed_grid[0] == grid[0] and embed_grid[1] == grid[1]:
-        return pos_embed
-    return resize_abs_pos_embed(pos_embed, embed_grid, grid, num_prefix_tokens)
-
-
+# --------------------------------------------------------------------- input check
 @torch.fx.wrap
 @register_notrace_function
 def check_image(x: torch.Tensor, stride: int) -> None:
@@ -145,13 +76,8 @@ class Attention(nn.Module):
     fused_attn: bool
 
     def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        qkv_bias: bool = True,
-        rel_pos_grid: Optional[Tuple[int, int]] = None,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
+        self, dim: int, num_heads: int, qkv_bias: bool = True, rel_pos_grid: Optional[Tuple[int, int]] = None,
+        attn_drop: float = 0.0, proj_drop: float = 0.0,
     ):
         super().__init__()
         if dim % num_heads:
@@ -217,11 +143,7 @@ class MlpBlock(nn.Module):
     """Pre-norm MLP residual, the whole block of stages 1-2: ``x + DropPath(MLP(LN(x)))``."""
 
     def __init__(
-        self,
-        dim: int,
-        mlp_ratio: float,
-        drop_path: float = 0.0,
-        proj_drop: float = 0.0,
+        self, dim: int, mlp_ratio: float, drop_path: float = 0.0, proj_drop: float = 0.0,
         norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
     ):
         super().__init__()
@@ -238,16 +160,9 @@ class Block(nn.Module):
     """Pre-norm transformer block of stages 3-4: attention residual, then MLP residual."""
 
     def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_ratio: float,
-        qkv_bias: bool = True,
-        rel_pos_grid: Optional[Tuple[int, int]] = None,
-        drop_path: float = 0.0,
-        proj_drop: float = 0.0,
-        attn_drop: float = 0.0,
-        norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+        self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool = True,
+        rel_pos_grid: Optional[Tuple[int, int]] = None, drop_path: float = 0.0, proj_drop: float = 0.0,
+        attn_drop: float = 0.0, norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
     ):
         super().__init__()
         self.norm1 = norm_layer(dim)
@@ -265,23 +180,10 @@ class LITStage(nn.Module):
     """Token merging (DTM; none in stage 1), optional absolute position embedding, blocks."""
 
     def __init__(
-        self,
-        in_dim: int,
-        dim: int,
-        depth: int,
-        num_heads: int,
-        mlp_ratio: float,
-        use_attn: bool,
-        downsample: bool,
-        grid: Tuple[int, int],
-        abs_pos_embed: bool,
-        rel_pos_bias: bool,
-        num_prefix_tokens: int = 0,
-        qkv_bias: bool = True,
-        drop_path: Sequence[float] = (),
-        proj_drop: float = 0.0,
-        attn_drop: float = 0.0,
-        norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+        self, in_dim: int, dim: int, depth: int, num_heads: int, mlp_ratio: float, use_attn: bool,
+        downsample: bool, grid: Tuple[int, int], abs_pos_embed: bool, rel_pos_bias: bool,
+        num_prefix_tokens: int = 0, qkv_bias: bool = True, drop_path: Sequence[float] = (),
+        proj_drop: float = 0.0, attn_drop: float = 0.0, norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
     ):
         super().__init__()
         self.grid = (int(grid[0]), int(grid[1]))
@@ -402,22 +304,12 @@ class LIT(nn.Module):
                 reduction *= 2
             stages.append(
                 LITStage(
-                    in_dim=embed_dims[max(i - 1, 0)],
-                    dim=embed_dims[i],
-                    depth=depths[i],
-                    num_heads=num_heads[i],
-                    mlp_ratio=mlp_ratios[i],
-                    use_attn=bool(attn_stages[i]),
-                    downsample=i > 0,
-                    grid=grid,
-                    abs_pos_embed=pos_embed == "abs",
-                    rel_pos_bias=pos_embed == "rel",
-                    num_prefix_tokens=self.num_prefix_tokens if i == num_stages - 1 else 0,
-                    qkv_bias=qkv_bias,
-                    drop_path=dpr[sum(depths[:i]) : sum(depths[: i + 1])],
-                    proj_drop=proj_drop_rate,
-                    attn_drop=attn_drop_rate,
-                    norm_layer=norm_layer,
+                    embed_dims[max(i - 1, 0)], embed_dims[i], depths[i], num_heads[i], mlp_ratios[i],
+                    use_attn=bool(attn_stages[i]), downsample=i > 0, grid=grid,
+                    abs_pos_embed=pos_embed == "abs", rel_pos_bias=pos_embed == "rel",
+                    num_prefix_tokens=self.num_prefix_tokens if i == num_stages - 1 else 0, qkv_bias=qkv_bias,
+                    drop_path=dpr[sum(depths[:i]) : sum(depths[: i + 1])], proj_drop=proj_drop_rate,
+                    attn_drop=attn_drop_rate, norm_layer=norm_layer,
                 )
             )
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=reduction, module=f"stages.{i}"))
@@ -513,7 +405,7 @@ class LIT(nn.Module):
         if self.global_pool == "token":
             x = x[:, 0]
         elif self.global_pool == "avg":
-            x = x.mean(dim=(2, 3)) if x.dim() == 4 else x[:, self.num_prefix_tokens :].mean(dim=1)
+            x = x.mean(dim=(2, 3)) if self.cls_token is None else x[:, self.num_prefix_tokens :].mean(dim=1)
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
@@ -567,9 +459,13 @@ class LIT(nn.Module):
     def prune_intermediate_layers(
         self, indices: Union[int, List[int]] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> List[int]:
+        """Keep the stages up to the last one ``indices`` takes; returns the indices taken."""
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        if max_index < len(self.stages) - 1:
+            # The final norm, the class token and the head read stage 4: they go with it.
+            prune_norm = prune_head = True
         self.stages = self.stages[: max_index + 1]
-        if prune_norm or max_index < len(self.stages) - 1:
+        if prune_norm:
             self.norm = nn.Identity()
         if prune_head:
             self.cls_token = None
@@ -588,49 +484,6 @@ def set_reference_path(model: nn.Module, enable: bool = True) -> nn.Module:
 
 
 # --------------------------------------------------------------------- checkpoint mapping
-_RELEASED_DTM_NAMES = {
-    "dconv.conv_offset.": "downsample.offset_conv.",
-    "dconv.": "downsample.proj.",
-    "norm_layer.": "downsample.norm.",
-}
-
-
-def _rename_dtm(key: str, rest: str) -> str:
-    for old, new in _RELEASED_DTM_NAMES.items():
-        if rest.startswith(old):
-            return new + rest[len(old) :]
-    raise KeyError(key)
-
-
-def _map_released_key(key: str) -> Optional[str]:
-    """Name in this file for a key of the released LIT-Ti / LIT-S/M/B layouts (None = drop)."""
-    if key.endswith("relative_position_index") or key.endswith("attn_mask"):
-        return None  # derived buffers, rebuilt by the model
-    # LIT-Ti (PVT-like): pos_embed{i}, patch_embed{i}, block{i}.
-    m = re.match(r"^pos_embed(\d)$", key)
-    if m:
-        return f"stages.{int(m.group(1)) - 1}.pos_embed"
-    m = re.match(r"^patch_embed(\d)\.(.*)$", key)
-    if m:
-        stage, rest = int(m.group(1)) - 1, m.group(2)
-        return f"patch_embed.{rest}" if stage == 0 else f"stages.{stage}.{_rename_dtm(key, rest)}"
-    m = re.match(r"^block(\d)\.(.*)$", key)
-    if m:
-        return f"stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}"
-    # LIT-S/M/B (Swin-like): layers.{i}.blocks, layers.{i}.downsample (DTM after stage i).
-    m = re.match(r"^layers\.(\d+)\.blocks\.(.*)$", key)
-    if m:
-        return f"stages.{m.group(1)}.blocks.{m.group(2)}"
-    m = re.match(r"^layers\.(\d+)\.downsample\.(.*)$", key)
-    if m:
-        return f"stages.{int(m.group(1)) + 1}.{_rename_dtm(key, m.group(2))}"
-    return key
-
-
-def _is_released_layout(state_dict: Dict[str, torch.Tensor]) -> bool:
-    return any(k.startswith(("layers.", "block1.", "patch_embed1.", "pos_embed1")) for k in state_dict)
-
-
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LIT) -> Dict[str, torch.Tensor]:
     """Map a released or litvit state dict onto ``model``'s names and shapes.
 
@@ -639,20 +492,10 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: LIT) -> Dict[str, to
     DDP. Position tables stored for another resolution are resized to the model's
     (bilinearly for absolute embeddings, bicubically for relative bias tables).
     """
-    for wrapper in ("model", "state_dict"):
-        if isinstance(state_dict.get(wrapper), dict):
-            state_dict = state_dict[wrapper]
-            break
-    state_dict = {(k[7:] if k.startswith("module.") else k): v for k, v in state_dict.items()}
-    released = _is_released_layout(state_dict)
+    state_dict = released_to_model_keys(state_dict)
     model_state = model.state_dict()
     out = {}
-    for key, value in state_dict.items():
-        if not torch.is_tensor(value):
-            continue
-        name = _map_released_key(key) if released else key
-        if name is None:
-            continue
+    for name, value in state_dict.items():
         target = model_state.get(name)
         if target is not None and value.shape != target.shape:
             if name.endswith("pos_embed"):
@@ -719,13 +562,14 @@ def _cfg(url: str = "", **kwargs: Any) -> Dict[str, Any]:
     }
 
 
-# ImageNet-1k top-1 of the released weights (paper, 224 px): Ti 81.1, S 81.5, M 83.0, B 83.4.
+# The weights of the LIT release (ImageNet-1k, 224 px, evaluated at crop 0.875 bicubic);
+# the comments give the paper's top-1.
 default_cfgs = generate_default_cfgs(
     {
-        "lit_ti.in1k": _cfg(url=f"{_RELEASES}/lit_ti.pth", pool_size=None),
-        "lit_s.in1k": _cfg(url=f"{_RELEASES}/lit_s.pth"),
-        "lit_m.in1k": _cfg(url=f"{_RELEASES}/lit_m.pth"),
-        "lit_b.in1k": _cfg(url=f"{_RELEASES}/lit_b.pth"),
+        "lit_ti.in1k": _cfg(url=f"{_RELEASES}/lit_ti.pth", pool_size=None),  # 81.1
+        "lit_s.in1k": _cfg(url=f"{_RELEASES}/lit_s.pth"),  # 81.5
+        "lit_m.in1k": _cfg(url=f"{_RELEASES}/lit_m.pth"),  # 83.0
+        "lit_b.in1k": _cfg(url=f"{_RELEASES}/lit_b.pth"),  # 83.4
     }
 )
 

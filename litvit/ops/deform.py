@@ -42,7 +42,7 @@ _dtm_kernel = _kernel_from_environment()
 
 
 # The oldest Triton release the kernels are tested on (in its interpreter: 3.0 and 3.1 give
-# wrong values there, for this kernel and its earlier form alike, and no GPU has run them).
+# wrong values there, for every form of this kernel tried, and no GPU has run them).
 # Older releases (torch 2.4-2.5 ship them) keep grid_sample under "auto".
 TRITON_TESTED_FROM = (3, 2)
 
@@ -68,7 +68,7 @@ def set_dtm_kernel(name: str) -> None:
     triton >= 3.2 is installed, else ``grid_sample``; ``"torch"`` always uses ``grid_sample`` (the
     reference); ``"triton"`` requires the Triton kernel. On an H100 in bfloat16 the Triton
     kernel made DTM forward+backward 1.4x faster than ``grid_sample`` and LIT-Ti training
-    steps 1.18x faster (``benchmarks/RESULTS.md``), hence the default.
+    steps 1.18x faster, hence the default.
 
     The Triton kernel is used only for float32/float16/bfloat16 CUDA tensors outside
     ``torch.compile``, export and tracing; everything else keeps the ``grid_sample`` path. The

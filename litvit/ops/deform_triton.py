@@ -178,10 +178,10 @@ def _sample_bwd_kernel(
 
 
 # Launch shapes, from sweeps of the kernels alone on an H100 (bf16, batch 64, the six DTM
-# shapes of LIT-Ti and LIT-S; benchmarks/RESULTS.md section 9). Few cells per program and few
-# warps win: the corner loads are scattered, and many small programs keep more of them in
-# flight. Forward 4 cells x 64 channels on one warp was 4.2x faster than 16 cells on four
-# (with the joined store; 2.57x for the best launch without it); backward 4 cells on two warps, 1.13x.
+# shapes of LIT-Ti and LIT-S). Few cells per program and few warps win: the corner loads are
+# scattered, and many small programs keep more of them in flight. Forward 4 cells x 64
+# channels on one warp was 4.2x faster than 16 cells on four (with the joined store; 2.57x for
+# the best launch without it); backward 4 cells on two warps, 1.13x.
 _FWD_CELLS, _FWD_WARPS = 4, 1
 _BWD_CELLS, _BWD_WARPS = 4, 2
 

@@ -5,9 +5,8 @@ the bias into every output row, and GELU and the residual add then make more pas
 memory. oneDNN's inner-product primitive (the one ``torch.compile`` uses for its CPU
 Linear fusions, exposed as ``torch.ops.mkldnn._linear_pointwise``) adds the bias, applies
 GELU or adds another tensor while each output tile is still in registers. On an
-AVX-512 CPU that made LIT-Ti's MLP-only stages 1.14-1.21x faster in inference
-(``benchmarks/RESULTS.md``, section 10); on an AVX2 EPYC the fused GELU product was 4 %
-slower than ``addmm`` + GELU (section 4), so :func:`litvit.accel.choose_plan` takes oneDNN
+AVX-512 Xeon that made LIT-Ti's MLP-only stages 1.14-1.21x faster in inference; on an AVX2
+Zen 3 EPYC the fused GELU product was 4 % slower than ``addmm`` + GELU, so :func:`litvit.accel.choose_plan` takes oneDNN
 only where the CPU has AVX-512 (:func:`cpu_has_avx512`).
 
 In training, :func:`linear` wraps the same product in an autograd function: oneDNN computes
@@ -15,7 +14,7 @@ the forward pass and the input gradient (the narrow K or N = 64/128 products, wh
 65-75 % of the matmul peak on an AVX-512 Zen 4 EPYC while oneDNN reached it), and MKL's ``mm``
 the weight gradient, unless oneDNN's products are markedly faster than MKL's
 (:func:`onednn_matmul_speedup`: 2.1-2.3x on a Zen 5 EPYC, whose full-width AVX-512 units oneDNN
-uses and MKL apparently does not; 1.1x on Zen 4, about 1x on a Xeon; section 18). These functions
+uses and MKL apparently does not; 1.1x on Zen 4, about 1x on a Xeon). These functions
 are the kernels; which layers use them is the speed layer's choice (:mod:`litvit.accel`).
 """
 from __future__ import annotations
@@ -40,8 +39,7 @@ __all__ = [
 # oneDNN's product rate over MKL's from which the speed layer takes oneDNN for the weight
 # gradients too. A Zen 5 EPYC measures 2.1-2.3x and trains 1.39-1.47x faster that way; a Zen 4
 # measures 1.1x (1.1-1.45x on a loaded 2-core VM) and an AVX-512 Xeon about 1x, where oneDNN
-# throughout training gained 1.5 % (Zen 4) or lost 2.5 % (Xeon) (benchmarks/RESULTS.md, sections
-# 10f, 17d, 18c). The threshold sits between the two groups, clear of a loaded machine's noise, so
+# throughout training gained 1.5 % (Zen 4) or lost 2.5 % (Xeon). The threshold sits between the two groups, clear of a loaded machine's noise, so
 # that two runs on one machine take the same arithmetic.
 ONEDNN_TRAINING_SPEEDUP = 1.6
 

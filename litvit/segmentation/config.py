@@ -30,7 +30,7 @@ class SegTrainConfig:
                        "error, or skip (leave pairs out / set values to ignore, with counts in the log)",
                        choices=("error", "skip"))
     # model
-    model: str = setting("lit_ti", "LIT backbone: lit_ti, lit_s, lit_m, lit_b")
+    model: str = setting("lit_ti", "LIT backbone: lit_ti, lit_s, lit_m, lit_b, litv2_s, litv2_m, litv2_b")
     backbone_checkpoint: Optional[str] = setting(None, "ImageNet classification checkpoint to initialise the backbone")
     embed_dims: Optional[Tuple[int, ...]] = setting(None, "override the backbone widths (small experiments)")
     depths: Optional[Tuple[int, ...]] = setting(None, "override the backbone depths")

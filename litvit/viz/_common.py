@@ -129,9 +129,10 @@ def load_model(model_name: Optional[str], checkpoint: Optional[PathLike] = None,
 def load_model_and_classes(model_name: Optional[str], checkpoint: Optional[PathLike] = None,
                            img_size: Optional[int] = None, use_ema: bool = False,
                            device: Union[str, torch.device] = "cpu") -> Tuple[nn.Module, Optional[List[str]]]:
-    """:func:`load_model` plus the class names a litvit training checkpoint records (else None)."""
-    from ..factory import create_model, model_from_checkpoint
-    from ..models import LIT
+    """:func:`load_model` plus the names of its classes: those a litvit training checkpoint
+    records, else ImageNet's for a 1000-class head, else None."""
+    from ..factory import create_model, display_class_names, model_from_checkpoint
+    from ..models import LIT, LITv2
 
     if checkpoint is not None:
         model, info = model_from_checkpoint(checkpoint, model=model_name, img_size=img_size, use_ema=use_ema,
@@ -142,9 +143,9 @@ def load_model_and_classes(model_name: Optional[str], checkpoint: Optional[PathL
     else:
         model = create_model(model_name, **({} if img_size is None else {"img_size": int(img_size)}))
         model, class_names = model.to(device).eval(), None
-    if not isinstance(model, LIT):
+    if not isinstance(model, (LIT, LITv2)):
         raise CheckpointError(f"{model_name!r} is not a LIT model; the visualisations need DTM offsets and LIT attention")
-    return model, class_names
+    return model, display_class_names(model.num_classes, class_names)
 
 
 def save_figure(fig: Any, out_path: PathLike, dpi: int = 100) -> Path:

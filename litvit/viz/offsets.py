@@ -31,7 +31,8 @@ import torch.nn as nn
 from ..ops.deform import sampling_locations2x2
 from ._common import PathLike, SizeSpec, model_defaults, prepare_image, save_figure, to_image_tensor
 
-__all__ = ["trace_from_offsets", "trace_sampling_points", "default_cells", "draw_offsets", "render_offsets"]
+__all__ = ["trace_from_offsets", "trace_sampling_points", "default_cells", "draw_offsets", "render_offsets",
+           "prediction_label"]
 
 # Stage-1 stride of LIT (the 4x4 patch embedding); DTM d's input map has stride 4 * 2**(d-1).
 STEM_STRIDE = 4
@@ -234,6 +235,15 @@ def draw_offsets(image: np.ndarray, trace: Dict[str, Any], overview: Optional[Di
     return fig
 
 
+def prediction_label(logits: np.ndarray, class_names: Optional[Sequence[str]] = None) -> str:
+    """`` - predicted: NAME`` for a figure title (the class index where no name is known), or ''
+    for a headless model."""
+    if not logits.size:
+        return ""
+    pred = int(np.argmax(logits))
+    return f" - predicted: {class_names[pred] if class_names and pred < len(class_names) else pred}"
+
+
 def render_offsets(model: nn.Module, image_path: Union[PathLike, Any], out_path: PathLike,
                    cells: Optional[Any] = None, num_cells: int = 4, img_size: SizeSpec = None,
                    mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
@@ -265,10 +275,7 @@ def render_offsets(model: nn.Module, image_path: Union[PathLike, Any], out_path:
                  points=[p[sel] for p in full["points"]], pixels=[p[sel] for p in full["pixels"]],
                  inside=[m[sel] for m in full["inside"]])
     name = Path(str(image_path)).name if not hasattr(image_path, "size") else "image"
-    pred = int(np.argmax(full["logits"])) if full["logits"].size else None
-    label = ""
-    if pred is not None:
-        label = f" - predicted: {class_names[pred] if class_names and pred < len(class_names) else pred}"
+    label = prediction_label(full["logits"], class_names)
     # With a single last-stage cell the overview would repeat the cell's own panel.
     overview = overview and len(full["cells"]) > 1
     fig = draw_offsets(image, trace, full if overview else None,
