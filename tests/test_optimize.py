@@ -154,8 +154,9 @@ def test_the_plan_is_chosen_once_and_each_choice_can_be_fixed():
         choose_plan("cuda", onednn=True)
 
 
-def test_an_empty_batch_gives_an_empty_output(tiny_lit):
-    fast = litvit.optimize(tiny_lit("lit_ti"), onednn=onednn_linear_available(), onednn_weight_grad=False)
+@pytest.mark.parametrize("name", ["lit_ti", "lit_s"])
+def test_an_empty_batch_gives_an_empty_output(tiny_lit, name):
+    fast = litvit.optimize(tiny_lit(name), onednn=onednn_linear_available(), onednn_weight_grad=False)
     with torch.inference_mode():
         assert fast(torch.zeros(0, 3, 64, 64)).shape == (0, 10)
     sequential = litvit.optimize(_sequential(), onednn=onednn_linear_available(), onednn_weight_grad=False)

@@ -395,7 +395,7 @@ class LIT(nn.Module):
         """Final tokens as ``forward_features`` returns them: kept with a class token, else NCHW."""
         if self.cls_token is not None:
             return x
-        return x.transpose(1, 2).reshape(x.shape[0], -1, grid[0], grid[1])
+        return x.transpose(1, 2).reshape(x.shape[0], x.shape[-1], grid[0], grid[1])
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x, grid, _ = self._forward_stages(x)
