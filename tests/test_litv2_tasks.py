@@ -61,9 +61,13 @@ def test_benchmark_measures_litv2_beside_lit(tmp_path, capsys):
                  "--json", str(report_path), "--model-kwargs", *ARCH_CLI])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "litv2_s / lit_s (inference, 64px)" in out  # a default pair
+    # A default pair, like with like on each runtime (on a CPU: eager and the speed layer).
+    assert "litv2_s / lit_s (inference, 64px, eager)" in out
+    assert "litv2_s / lit_s (inference, 64px, optimized)" in out
     results = json.loads(report_path.read_text())["results"]
-    assert [(r["model"], r["status"]) for r in results] == [("litv2_s", "ok"), ("lit_s", "ok")]
+    assert sorted((r["model"], r["runtime"], r["status"]) for r in results) == [
+        ("lit_s", "eager", "ok"), ("lit_s", "optimized", "ok"), ("litv2_s", "eager", "ok"), ("litv2_s", "optimized", "ok")
+    ]
     assert results[0]["img_per_s"] > 0 and results[0]["gmacs"] > 0
 
 
