@@ -537,42 +537,6 @@ def test_cli_errors_are_one_line(tmp_path):
         assert lines[0].startswith(f"litvit {args[0]}: error:")
 
 
-# ---------------------------------------------------------------------------- demo
-def test_demo_runs_end_to_end_on_generated_data(tmp_path, monkeypatch, capsys):
-    from litvit import demo
-    from litvit.cli import main
-
-    monkeypatch.setattr(demo, "DEMO_DATA", dict(num_train_per_class=4, num_val_per_class=2, image_size=32, seed=0))
-    monkeypatch.setattr(demo, "DEMO_SETTINGS", {**demo.DEMO_SETTINGS, "model_kwargs": TINY_MODEL, "batch_size": 8,
-                                                "workers": 0, "threads": 1})
-    out = tmp_path / "run"
-    assert main(["demo", "--data-dir", str(tmp_path / "data"), "--output", str(out), "--epochs", "2"]) == 0
-    printed = capsys.readouterr().out
-    assert (tmp_path / "data" / "classify" / "train" / "circle").is_dir()
-    for name in ("best.pth", "curves.png", "metrics.jsonl", "offsets.png"):
-        assert (out / name).is_file(), name
-    top1 = float(printed.split("held-out top-1:")[1].split("%")[0])
-    record = [r for r in read_metrics(out) if r.get("kind") == "epoch"]
-    assert len(record) == 2 and top1 == pytest.approx(max(r["val_top1"] for r in record), abs=0.01)
-    # A second run starts afresh instead of "resuming" a finished run.
-    assert main(["demo", "--data-dir", str(tmp_path / "data"), "--output", str(out), "--epochs", "2"]) == 0
-    assert len([r for r in read_metrics(out) if r.get("kind") == "epoch"]) == 2
-
-
-def test_demo_other_tasks_dispatch_or_explain(monkeypatch):
-    from litvit import demo
-    from litvit.errors import MissingExtraError
-
-    calls = []
-    fake = type(sys)("litvit.segmentation.demo")
-    fake.run_demo = lambda args: calls.append(args.task) or 0
-    monkeypatch.setitem(sys.modules, "litvit.segmentation.demo", fake)
-    assert demo.run(type("A", (), {"task": "segment"})()) == 0 and calls == ["segment"]
-    monkeypatch.setitem(sys.modules, "litvit.detection.demo", None)  # import fails like a missing module
-    with pytest.raises((MissingExtraError, ImportError)):
-        demo.run(type("A", (), {"task": "detect"})())
-
-
 def test_package_exports_the_train_function_even_after_its_module_is_imported():
     import litvit.classification.train  # noqa: F401  (the submodule must not shadow the function)
     from litvit.classification import train as train_fn

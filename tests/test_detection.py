@@ -456,9 +456,7 @@ def test_coco2017_layout(tmp_path):
 
 
 def test_demo_settings_use_the_classification_demo_backbone(tmp_path, monkeypatch):
-    import argparse
-
-    import litvit.demo as top_demo
+    from litvit.classification import demo as top_demo
     from litvit.detection import demo
     from litvit.detection.config import resolve_detect_config
     from litvit.detection.engine import _model_spec, build_from_spec
@@ -490,13 +488,13 @@ def test_demo_settings_use_the_classification_demo_backbone(tmp_path, monkeypatc
     available = {"found": None}
     monkeypatch.setattr(top_demo, "classify_demo_backbone", lambda: available["found"])
 
-    def fake_classification_demo(args):
-        trained.append(args)
+    def fake_classification_demo(data_dir, **kwargs):
+        trained.append(dict(kwargs, data_dir=data_dir))
         available["found"] = found
-        return 0
+        return {}
 
-    monkeypatch.setattr(top_demo, "run_classification_demo", fake_classification_demo)
-    assert demo._classifier(argparse.Namespace(from_scratch=True)) is None and not trained
-    assert demo._classifier(argparse.Namespace(data_dir=str(tmp_path), threads=1)) == found
-    assert len(trained) == 1 and trained[0].data_dir == str(tmp_path) and trained[0].output is None
-    assert demo._classifier(argparse.Namespace()) == found and len(trained) == 1
+    monkeypatch.setattr(top_demo, "run_demo", fake_classification_demo)
+    assert demo._classifier("lit_s", True, tmp_path, None, None, 0) is None and not trained
+    assert demo._classifier("lit_s", False, tmp_path, None, 1, 3) == found
+    assert trained == [dict(data_dir=tmp_path, model="lit_s", device=None, threads=1, seed=3)]
+    assert demo._classifier("lit_s", False, tmp_path, None, None, 0) == found and len(trained) == 1

@@ -122,13 +122,13 @@ def test_segment_train_predict_export_with_litv2(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- demos
 def test_classification_demo_trains_litv2(tmp_path, monkeypatch, capsys):
-    from litvit import demo
+    from litvit.classification import demo
 
     monkeypatch.setattr(demo, "DEMO_DATA", dict(num_train_per_class=2, num_val_per_class=1, image_size=32, seed=0))
     monkeypatch.setattr(demo, "DEMO_SETTINGS", {**demo.DEMO_SETTINGS, "model_kwargs": {k: list(v) for k, v in ARCH.items()},
                                                 "batch_size": 8, "workers": 0, "threads": 1})
     out = tmp_path / "run"
-    assert main(["demo", "--model", "litv2_s", "--data-dir", str(tmp_path / "data"), "--output", str(out),
+    assert main(["demo", "--model", "litv2_s", "--data-dir", str(tmp_path / "data"), "--output-dir", str(out),
                  "--epochs", "1"]) == 0
     assert "training litv2_s" in capsys.readouterr().out
     assert (out / "offsets.png").is_file()
@@ -137,9 +137,7 @@ def test_classification_demo_trains_litv2(tmp_path, monkeypatch, capsys):
 
 
 def test_dense_demos_follow_the_model_option(tmp_path, monkeypatch, capsys):
-    import argparse
-
-    import litvit.demo as top_demo
+    from litvit.classification import demo as top_demo
     from litvit.detection import demo as detect_demo
     from litvit.segmentation import demo as segment_demo
 
@@ -147,7 +145,7 @@ def test_dense_demos_follow_the_model_option(tmp_path, monkeypatch, capsys):
     assert main(["demo", "--model", "resnet18", "--data-dir", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert "litv2_s" in err and err.count("\n") == 1 and not (tmp_path / "none").exists()
-    scratch = detect_demo.demo_overrides("retinanet", None, "litv2_s")
+    scratch = detect_demo.demo_overrides("retinanet", None, model="litv2_s")
     assert scratch["model"] == "litv2_s" and scratch["backbone_checkpoint"] is None
     # A classification demo checkpoint of another model is not reused: the classifier is trained
     # again, with the model asked for.
@@ -156,16 +154,17 @@ def test_dense_demos_follow_the_model_option(tmp_path, monkeypatch, capsys):
     available = {"found": lit_s}
     trained = []
 
-    def fake_classification_demo(args):
-        trained.append(args.model)
-        available["found"] = litv2 if args.model == "litv2_s" else lit_s
+    def fake_classification_demo(data_dir, model=None, **kwargs):
+        trained.append(model)
+        available["found"] = litv2 if model == "litv2_s" else lit_s
+        return {}
 
     monkeypatch.setattr(top_demo, "classify_demo_backbone", lambda: available["found"])
-    monkeypatch.setattr(top_demo, "run_classification_demo", fake_classification_demo)
-    assert detect_demo._classifier(argparse.Namespace(model="lit_s")) == lit_s and trained == []
-    assert detect_demo._classifier(argparse.Namespace(model="litv2_s")) == litv2 and trained == ["litv2_s"]
+    monkeypatch.setattr(top_demo, "run_demo", fake_classification_demo)
+    assert detect_demo._classifier("lit_s", False, tmp_path, None, None, 0) == lit_s and trained == []
+    assert detect_demo._classifier("litv2_s", False, tmp_path, None, None, 0) == litv2 and trained == ["litv2_s"]
     available["found"] = lit_s
-    assert segment_demo._classifier(argparse.Namespace(model="litv2_s")) == (litv2, True)
+    assert segment_demo._classifier("litv2_s", False, tmp_path, None, None, 0) == (litv2, True)
     assert trained == ["litv2_s", "litv2_s"]
 
 

@@ -424,7 +424,7 @@ def test_cli_reports_bad_data_from_a_loader_worker_in_one_line(ade_root, tmp_pat
 
 def test_demo_settings_and_classification_backbone_reuse(tmp_path):
     from litvit.engine.config import build_config
-    from litvit.demo import classify_demo_backbone as _classify_demo_backbone
+    from litvit.classification.demo import classify_demo_backbone as _classify_demo_backbone
     from litvit.segmentation.demo import DEMO_SETTINGS
 
     cfg = build_config(SegTrainConfig, overrides=dict(DEMO_SETTINGS, data_dir=str(tmp_path)))
@@ -448,9 +448,7 @@ def test_demo_settings_and_classification_backbone_reuse(tmp_path):
 
 
 def test_demo_trains_the_classification_demo_only_when_its_checkpoint_is_missing(monkeypatch, tmp_path):
-    import argparse
-
-    import litvit.demo as top_demo
+    from litvit.classification import demo as top_demo
     from litvit.segmentation.demo import DEMO_DATA, DEMO_SETTINGS, _classifier
 
     # The demo's images and its model's input size agree (no resize on the way in).
@@ -460,15 +458,13 @@ def test_demo_trains_the_classification_demo_only_when_its_checkpoint_is_missing
     state = {"checkpoint": None}
     monkeypatch.setattr(top_demo, "classify_demo_backbone", lambda: state["checkpoint"])
 
-    def fake_classification_demo(args):
-        calls.append(args)
+    def fake_classification_demo(data_dir, **kwargs):
+        calls.append(dict(kwargs, data_dir=data_dir))
         state["checkpoint"] = found
-        return 0
+        return {}
 
-    monkeypatch.setattr(top_demo, "run_classification_demo", fake_classification_demo)
-    args = argparse.Namespace(data_dir=str(tmp_path), threads=1, seed=3, device=None, from_scratch=True)
-    assert _classifier(args) == (None, False) and not calls
-    args.from_scratch = False
-    assert _classifier(args) == (found, True)
-    assert len(calls) == 1 and calls[0].data_dir == str(tmp_path) and calls[0].seed == 3 and calls[0].threads == 1
-    assert _classifier(args) == (found, False) and len(calls) == 1  # now present: not trained again
+    monkeypatch.setattr(top_demo, "run_demo", fake_classification_demo)
+    assert _classifier("lit_s", True, tmp_path, None, 1, 3) == (None, False) and not calls
+    assert _classifier("lit_s", False, tmp_path, None, 1, 3) == (found, True)
+    assert calls == [dict(data_dir=tmp_path, model="lit_s", device=None, threads=1, seed=3)]
+    assert _classifier("lit_s", False, tmp_path, None, 1, 3) == (found, False) and len(calls) == 1  # now present: not trained again

@@ -8,19 +8,21 @@ images, smaller heads), evaluates it on the held-out split with the same pycocot
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-__all__ = ["run_demo", "demo_overrides", "DEMO_DATA", "DEMO_COMMON", "DEMO_DETECTORS"]
+__all__ = ["run_demo", "demo_overrides", "DEMO_DATA", "DEMO_COMMON", "DEMO_DETECTORS", "DEMO_OUTPUT"]
+
+PathLike = Union[str, Path]
+DEMO_OUTPUT = Path("runs/demo-detect")
 
 # 600 training / 100 held-out 128 px images with 1-5 shapes (6 classes) each.
 DEMO_DATA: Dict[str, Any] = dict(num_train=600, num_val=100, image_size=128, seed=0)
 
 # The backbone is the classification demo's model and shape, initialised from its checkpoint
-# (see demo_overrides): from scratch, the same schedules reach a third of its accuracy.
+# (see demo_overrides): from scratch, the same schedules stay far below the demo's targets.
 DEMO_COMMON: Dict[str, Any] = dict(
     drop_path=0.0,
     # The images are already small: no resizing. The shapes (radius 10-28 px) are about twice
@@ -80,37 +82,37 @@ def _scratch_backbone(model: Optional[str] = None) -> Dict[str, Any]:
     """The backbone of a --from-scratch run: the classification demo's model (or ``model``) and
     shape (LIT-S layout: relative position bias, MLP-only stages 1-2, DTMs; narrowed for a 2-core
     CPU), so that --from-scratch differs from the default only in the initialisation."""
-    from ..demo import DEMO_SETTINGS as CLASSIFY_SETTINGS
+    from ..classification.demo import DEMO_SETTINGS as CLASSIFY_SETTINGS
 
     return dict(model=model or CLASSIFY_SETTINGS["model"], **CLASSIFY_SETTINGS["model_kwargs"])
 
 
-def _threads(requested: Any) -> int:
+def _threads(requested: Optional[int]) -> int:
     if requested:
         return int(requested)
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _selected(args: argparse.Namespace) -> List[str]:
-    # ``model`` names the backbone (see litvit.demo.demo_model), not the detector.
-    choice = getattr(args, "detector", None) or "both"
-    if choice in ("both", "all"):
+def _selected(detectors: Union[str, Sequence[str]]) -> List[str]:
+    from ..errors import LitvitError
+
+    names = [detectors] if isinstance(detectors, str) else list(detectors)
+    if names in (["both"], ["all"]):
         return list(DEMO_DETECTORS)
-    if choice not in DEMO_DETECTORS:
-        from ..errors import LitvitError
+    unknown = [n for n in names if n not in DEMO_DETECTORS]
+    if unknown or not names:
+        raise LitvitError(f"unknown demo detector {unknown[0] if unknown else ''!r}; choose retinanet, mask_rcnn or both")
+    return names
 
-        raise LitvitError(f"unknown demo detector {choice!r}; choose retinanet, mask_rcnn or both")
-    return [choice]
 
-
-def demo_overrides(
-    name: str, classifier: Optional[Tuple[Path, Dict[str, Any]]], model: Optional[str] = None
-) -> Dict[str, Any]:
+def demo_overrides(name: str, classifier: Optional[Tuple[Path, Dict[str, Any]]],
+                   image_size: int = DEMO_COMMON["min_size"], model: Optional[str] = None) -> Dict[str, Any]:
     """The ``litvit detect train`` settings of demo detector ``name``: :data:`DEMO_COMMON`, its
     :data:`DEMO_DETECTORS` entry and the backbone, which is the classification demo's model,
-    shape and checkpoint when ``classifier`` (from :func:`litvit.demo.classify_demo_backbone`)
-    is given, and the same shape from scratch otherwise (with ``model``, default the
-    classification demo's)."""
+    shape and checkpoint when ``classifier`` (from
+    :func:`litvit.classification.demo.classify_demo_backbone`) is given, and the same model and
+    shape from scratch otherwise (with ``model``, default the classification demo's).
+    ``image_size`` is the side of the (square) demo images."""
     if classifier is None:
         scratch = _scratch_backbone(model)
         model = scratch.pop("model")
@@ -121,72 +123,92 @@ def demo_overrides(
         # Settings the classifier left at its model's defaults (None) stay at them here too.
         shape = {k: list(v) for k, v in settings.items() if k != "model" and v is not None}
         checkpoint = str(path)
-    overrides = dict(DEMO_COMMON, **DEMO_DETECTORS[name], model=model, backbone_checkpoint=checkpoint)
+    overrides = dict(DEMO_COMMON, **DEMO_DETECTORS[name], model=model, backbone_checkpoint=checkpoint,
+                     min_size=image_size, max_size=image_size)
     # The relative position tables are built for (and the checkpoint's resized to) the image grid.
-    overrides["backbone_kwargs"] = dict(shape, img_size=DEMO_COMMON["min_size"])
+    overrides["backbone_kwargs"] = dict(shape, img_size=image_size)
     return overrides
 
 
-def _classifier(args: argparse.Namespace) -> Optional[Tuple[Path, Dict[str, Any]]]:
+def _classifier(model: str, from_scratch: bool, data_dir: PathLike, device: Optional[str], threads: Optional[int],
+                seed: int) -> Optional[Tuple[Path, Dict[str, Any]]]:
     """The classification demo's checkpoint and settings; trains it first when it is missing."""
-    from ..demo import CLASSIFY_DEMO_CHECKPOINT, classify_demo_backbone_for, demo_model, run_classification_demo
+    from ..classification import demo as classify_demo
 
-    model = demo_model(args)
-    if getattr(args, "from_scratch", False):
+    if from_scratch:
         return None
-    found = classify_demo_backbone_for(model)
+    found = classify_demo.classify_demo_backbone_for(model)
     if found is None:
-        # From scratch the detectors learn slowly (RetinaNet: held-out box AP50 0.33 after the
-        # same 12 epochs, 0.93 from the classifier); the classifier takes a few minutes.
-        print(f"[0/3] no {model} classification demo checkpoint at {CLASSIFY_DEMO_CHECKPOINT}: training the "
+        # From scratch the detectors stay far below the demo's targets (RetinaNet: held-out box
+        # AP50 0.33 after the same 12 epochs, 0.93 from the classifier); the classifier takes
+        # a few minutes.
+        print(f"[0/3] no {model} classification demo checkpoint at {classify_demo.CLASSIFY_DEMO_CHECKPOINT}: training the "
               "classification demo first (its backbone initialises the detectors; --from-scratch skips this)", flush=True)
-        run_classification_demo(argparse.Namespace(
-            model=model, data_dir=getattr(args, "data_dir", None) or "demo_data", output=None, epochs=None,
-            device=getattr(args, "device", None), threads=getattr(args, "threads", None),
-            seed=int(getattr(args, "seed", 0) or 0),
-        ))
-        found = classify_demo_backbone_for(model)
+        classify_demo.run_demo(data_dir, model=model, device=device, threads=threads, seed=seed)
+        found = classify_demo.classify_demo_backbone_for(model)
     return found
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    """Run the detection demo.
+def run_demo(
+    data_dir: PathLike = "demo_data",
+    output_dir: PathLike = DEMO_OUTPUT,
+    *,
+    detectors: Union[str, Sequence[str]] = "both",
+    model: Optional[str] = None,
+    epochs: Optional[int] = None,
+    device: Optional[str] = None,
+    threads: Optional[int] = None,
+    seed: int = 0,
+    from_scratch: bool = False,
+    data: Optional[Mapping[str, Any]] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+    num_predictions: int = 4,
+) -> Dict[str, Dict[str, Any]]:
+    """Run the detection demo; returns per detector its held-out COCO ``metrics``, ``run_dir``
+    and ``predictions`` folder.
 
-    ``args`` may carry ``data_dir`` (data goes to ``<data_dir>/detect``), ``output_dir`` or
-    ``output`` (runs go to ``<output>/{retinanet,mask_rcnn}``), ``model``/``detector``
-    (``retinanet``, ``mask_rcnn`` or ``both``), ``epochs``, ``threads``, ``device``, ``seed`` and
-    ``from_scratch`` (do not start from the classification demo's checkpoint, nor train it).
+    The data goes to ``<data_dir>/detect`` and the runs to ``<output_dir>/<detector>``.
+    ``detectors`` is ``retinanet``, ``mask_rcnn``, ``both`` or a list of names; ``model`` the
+    backbone (any LIT or LITv2 name, default the classification demo's). ``from_scratch``
+    neither starts from the classification demo's checkpoint nor trains it when it is missing.
+    ``data`` replaces entries of :data:`DEMO_DATA` (e.g. fewer images), ``overrides`` any
+    ``litvit detect train`` setting of every detector; ``num_predictions`` held-out images are drawn.
     """
     import torch
 
+    from ..classification.demo import demo_model
     from ..data.synthetic import generate_detection
     from .config import resolve_detect_config
-    from .engine import detector_from_checkpoint, train
+    from .engine import detector_from_checkpoint, save_atomic_json, train
     from .evaluate import format_summary
     from .predict import predict_images
 
-    data_dir = Path(getattr(args, "data_dir", None) or "demo_data") / "detect"
-    output = Path(getattr(args, "output_dir", None) or getattr(args, "output", None) or "runs/demo-detect")
-    threads = _threads(getattr(args, "threads", None))
-    names = _selected(args)
+    model = demo_model(model)  # a wrong name fails before any work
+    data_settings = {**DEMO_DATA, **(data or {})}
+    root = Path(data_dir)
+    data_dir = root / "detect"
+    output = Path(output_dir)
+    names = _selected(detectors)
     start = time.time()
-    classifier = _classifier(args)
+    # The classification demo keeps its own thread count unless one is asked for.
+    classifier = _classifier(model, from_scratch, root, device, threads, seed)
+    threads = _threads(threads)
     torch.set_num_threads(threads)
     if classifier is not None:
         print(f"backbone: {classifier[1]['model']} from the classification demo checkpoint {classifier[0]}", flush=True)
     else:
-        print(f"backbone: {_scratch_backbone(getattr(args, 'model', None))['model']} from scratch", flush=True)
+        print(f"backbone: {model} from scratch", flush=True)
     print(f"[1/3] synthetic COCO-format shapes data: {data_dir}", flush=True)
-    generate_detection(data_dir, **DEMO_DATA)
-    results = {}
+    generate_detection(data_dir, **data_settings)
+    results: Dict[str, Dict[str, Any]] = {}
     for name in names:
-        overrides = dict(demo_overrides(name, classifier, getattr(args, "model", None)), data_root=str(data_dir), output=str(output / name),
-                         seed=int(getattr(args, "seed", 0) or 0), threads=threads)
-        if getattr(args, "epochs", None):
-            overrides["epochs"] = int(args.epochs)
-        if getattr(args, "device", None):
-            overrides["device"] = args.device
-        cfg = resolve_detect_config(**overrides)
+        settings = dict(demo_overrides(name, classifier, data_settings["image_size"], model), **(overrides or {}),
+                        data_root=str(data_dir), output=str(output / name), seed=seed, threads=threads)
+        if epochs:
+            settings["epochs"] = int(epochs)
+        if device:
+            settings["device"] = device
+        cfg = resolve_detect_config(**settings)
         run_dir = Path(cfg.output)
         # A finished demo run starts afresh; an interrupted one continues where it stopped.
         if (run_dir / "eval.json").exists():
@@ -197,20 +219,25 @@ def run_demo(args: argparse.Namespace) -> int:
         t0, cpu0 = time.time(), time.process_time()
         metrics = train(cfg)
         minutes, cpu_minutes = (time.time() - t0) / 60, (time.process_time() - cpu0) / 60
-        results[name] = (metrics, minutes, cpu_minutes)
         print(f"{name}: held-out {format_summary(metrics)}  (training + evaluation {minutes:.1f} min wall, "
               f"{cpu_minutes:.1f} min CPU)", flush=True)
 
+        # The same calls as ``litvit detect predict``.
         model, meta = detector_from_checkpoint(str(run_dir / f"checkpoint-epoch{cfg.epochs:03d}.pth"))
-        images = sorted((data_dir / "images" / "val").glob("*.png"))[:4]
-        predict_images(model, images, run_dir / "predictions", meta["categories"]["names"], torch.device(cfg.device), 0.3)
+        images = sorted((data_dir / "images" / "val").glob("*.png"))[:num_predictions]
+        drawings = run_dir / "predictions"
+        summaries = predict_images(model, images, drawings, meta["categories"]["names"], torch.device(cfg.device), 0.3)
+        save_atomic_json(drawings / "predictions.json", summaries)
+        results[name] = dict(metrics=metrics, run_dir=run_dir, predictions=drawings, minutes=minutes,
+                             cpu_minutes=cpu_minutes)
 
-    print(f"[3/3] summary (COCO metrics from pycocotools on the {DEMO_DATA['num_val']} held-out images)")
-    for name, (metrics, minutes, cpu_minutes) in results.items():
+    print(f"[3/3] summary (COCO metrics from pycocotools on the {data_settings['num_val']} held-out images)")
+    for name, result in results.items():
+        metrics = result["metrics"]
         parts = [f"box AP50 {metrics['bbox']['AP50']:.3f} AP {metrics['bbox']['AP']:.3f}"]
         if "segm" in metrics:
             parts.append(f"mask AP50 {metrics['segm']['AP50']:.3f} AP {metrics['segm']['AP']:.3f}")
-        print(f"  {name:10s} {', '.join(parts)}  ({minutes:.1f} min wall, {cpu_minutes:.1f} min CPU)  "
-              f"drawings: {output / name / 'predictions'}")
+        print(f"  {name:10s} {', '.join(parts)}  ({result['minutes']:.1f} min wall, {result['cpu_minutes']:.1f} min CPU)  "
+              f"drawings: {result['predictions']}")
     print(f"total time {(time.time() - start) / 60:.1f} min")
-    return 0
+    return results

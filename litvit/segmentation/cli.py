@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional
 
-__all__ = ["add_parser", "run_train", "run_eval", "run_predict", "class_palette"]
+__all__ = ["add_parser", "run_train", "run_eval", "run_predict"]
 
 _EPILOG_TRAIN = """\
 examples:
@@ -45,7 +45,9 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> None:
         "under torchrun). Images are resized to fit --test-scale; predictions are compared with "
         "the labels at their original size.",
     )
-    p.add_argument("checkpoint", help="checkpoint written by 'litvit segment train' (e.g. RUN/best.pth)")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="checkpoint written by 'litvit segment train' (e.g. RUN/best.pth)")
+    p.add_argument("checkpoint_positional", nargs="?", default=None, help=argparse.SUPPRESS)
     p.add_argument("--data-dir", required=True, help="dataset root (images/<split>, annotations/<split>)")
     p.add_argument("--split", default="validation", help="sub-folder to evaluate (default: validation)")
     p.add_argument("--image-dirname", default="images")
@@ -64,7 +66,7 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> None:
         "are class indices, colours from a fixed palette) and <stem>_overlay.png (mask blended "
         "over the image).",
     )
-    p.add_argument("checkpoint", help="checkpoint written by 'litvit segment train'")
+    p.add_argument("--checkpoint", default=None, metavar="PATH", help="checkpoint written by 'litvit segment train'")
     p.add_argument("images", nargs="+", help="image files or folders of images")
     p.add_argument("--output-dir", default="predictions", help="where to write the PNGs (default: predictions)")
     p.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay (default 0.5)")
@@ -105,29 +107,25 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _test_scale(args: argparse.Namespace, meta: dict) -> Optional[Sequence[int]]:
-    if args.test_scale is not None:
-        return None if not any(args.test_scale) else tuple(args.test_scale)
-    saved = (meta.get("config") or {}).get("test_scale", (2048, 512))
-    return tuple(saved) if saved else None
-
-
 def run_eval(args: argparse.Namespace) -> int:
     import torch
 
     from ..engine import cleanup, get_logger, init_distributed
     from ..engine.amp import resolve_amp
     from ..fileio import write_text_atomic
+    from ..cli import checkpoint_option
     from .engine import DatasetInfo, build_dataset, evaluate, load_trained_model
     from .metrics import format_metrics
+    from .predict import checkpoint_test_scale
     from .transforms import EvalPreset
 
+    checkpoint_option(args)
     ctx = init_distributed(args.device)
     try:
         model, meta = load_trained_model(args.checkpoint, ctx.device)
         ds = meta["dataset"]
         info = DatasetInfo(ds["num_classes"], ds["reduce_zero_label"], ds["ignore_index"], list(ds["class_names"]))
-        dataset = build_dataset(args.data_dir, args.split, info, EvalPreset(_test_scale(args, meta)), args.bad_data,
+        dataset = build_dataset(args.data_dir, args.split, info, EvalPreset(checkpoint_test_scale(meta, args.test_scale)), args.bad_data,
                                 args.image_dirname, args.label_dirname)
         amp = resolve_amp(args.amp, ctx.device, auto_cuda=torch.float16)
         result = evaluate(model, dataset, ctx.device, args.mode, args.flip, args.slide_crop, args.slide_stride,
@@ -154,84 +152,26 @@ def _num(x: float) -> Optional[float]:
     return None if x != x else x  # NaN (class absent) -> null in JSON
 
 
-def class_palette(num_classes: int) -> List[tuple]:
-    """A fixed colour per class: matplotlib's tab20 first, then seeded random colours."""
-    import numpy as np
-    from matplotlib import colormaps
-
-    tab = [tuple(int(255 * c + 0.5) for c in colormaps["tab20"](i)[:3]) for i in range(20)]
-    rng = np.random.default_rng(0)
-    extra = [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(max(0, num_classes - 20))]
-    return (tab + extra)[:num_classes]
-
-
-def _collect_images(inputs: Sequence[str]) -> List[Path]:
-    from ..errors import DataError
-    from .data import IMAGE_EXTENSIONS
-
-    files: List[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise DataError(f"image not found: {path}")
-    if not files:
-        raise DataError("no images to segment")
-    return files
-
-
 def run_predict(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
-    from PIL import Image
-    from torchvision import tv_tensors
-    from torchvision.utils import draw_segmentation_masks
 
+    from ..cli import checkpoint_and_inputs
     from ..engine import get_logger
-    from ..engine.amp import autocast, resolve_amp
+    from ..engine.amp import resolve_amp
     from ..engine.distributed import resolve_device
-    from ..errors import DataError
-    from .data import collate_eval
     from .engine import load_trained_model
-    from .inference import logits_to_labels, predict_logits
-    from .transforms import EvalPreset
+    from .predict import predict_images
 
+    checkpoint_and_inputs(args)
     device = resolve_device(args.device)
     amp_dtype = resolve_amp(args.amp, device, auto_cuda=torch.float16)
     model, meta = load_trained_model(args.checkpoint, device)
-    num_classes = meta["dataset"]["num_classes"]
-    names = meta["dataset"].get("class_names") or [str(i) for i in range(num_classes)]
-    palette = class_palette(num_classes)
-    flat_palette = [v for c in palette for v in c]
-    preset = EvalPreset(_test_scale(args, meta))
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    results = predict_images(model, meta, args.images, args.output_dir, device=device, amp_dtype=amp_dtype,
+                             test_scale=args.test_scale, mode=args.mode, flip=args.flip, slide_crop=args.slide_crop,
+                             slide_stride=args.slide_stride, alpha=args.alpha)
     log = get_logger()
-    for path in _collect_images(args.images):
-        try:
-            with Image.open(path) as im:
-                rgb = np.asarray(im.convert("RGB")).copy()
-        except OSError as err:
-            raise DataError(f"cannot read image {path}: {err}") from None
-        image = tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1))
-        batch = collate_eval([preset(image)])
-        with autocast(device, amp_dtype):
-            scores = predict_logits(model, batch["images"].to(device), num_classes, args.mode, args.flip,
-                                    args.slide_crop, args.slide_stride)
-        labels = logits_to_labels(scores.float(), batch["sizes"], [tuple(image.shape[-2:])])[0].cpu()
-        mask = Image.fromarray(labels.numpy().astype(np.uint8), mode="P")
-        mask.putpalette(flat_palette + [0] * (768 - len(flat_palette)))
-        mask.save(out_dir / f"{path.stem}_mask.png")
-        present = labels.unique().tolist()
-        masks = labels[None] == torch.tensor(present)[:, None, None]
-        overlay = draw_segmentation_masks(image.as_subclass(torch.Tensor), masks, alpha=args.alpha,
-                                          colors=[palette[c] for c in present])
-        Image.fromarray(overlay.permute(1, 2, 0).numpy()).save(out_dir / f"{path.stem}_overlay.png")
-        shares = (labels.reshape(-1).bincount(minlength=num_classes).double() / labels.numel()).tolist()
-        top = sorted(((s, names[c]) for c, s in enumerate(shares) if s > 0), reverse=True)[:5]
-        log.info("%s: %s", path.name, ", ".join(f"{n} {100 * s:.1f}%" for s, n in top))
-    log.info("wrote masks and overlays to %s", out_dir)
+    for result in results:
+        top = list(result["classes"].items())[:5]
+        log.info("%s: %s", Path(result["image"]).name, ", ".join(f"{n} {100 * s:.1f}%" for n, s in top))
+    log.info("wrote masks and overlays to %s", args.output_dir)
     return 0

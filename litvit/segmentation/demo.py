@@ -7,13 +7,15 @@ held-out split, and writes predictions for a few held-out images.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-__all__ = ["DEMO_SETTINGS", "DEMO_DATA", "run_demo"]
+__all__ = ["DEMO_SETTINGS", "DEMO_DATA", "DEMO_OUTPUT", "run_demo"]
+
+PathLike = Union[str, Path]
+DEMO_OUTPUT = Path("runs/demo-segment")
 
 # The generated data: 6 shape classes + background, 96 px. At this size the shapes (circumscribed
 # radius 0.08-0.22 of the image, i.e. 8-21 px) have about the pixel size the classification demo's
@@ -75,71 +77,88 @@ def _threads(requested: Any) -> int:
     return 1 if busy > 0.5 * cores else max(1, cores - 1) if cores > 2 else cores
 
 
-def _classifier(args: argparse.Namespace) -> Tuple[Optional[Tuple[Path, Dict[str, Any]]], bool]:
-    """The classification demo's checkpoint and backbone settings (None with ``--from-scratch``),
+def _classifier(model: str, from_scratch: bool, data_dir: PathLike, device: Optional[str], threads: Optional[int],
+                seed: int) -> Tuple[Optional[Tuple[Path, Dict[str, Any]]], bool]:
+    """The classification demo's checkpoint and backbone settings (None with ``from_scratch``),
     and whether the classification demo had to be trained first because its checkpoint was missing."""
-    from ..demo import CLASSIFY_DEMO_CHECKPOINT, classify_demo_backbone_for, demo_model, run_classification_demo
+    from ..classification import demo as classify_demo
 
-    model = demo_model(args)
-    if getattr(args, "from_scratch", False):
+    if from_scratch:
         return None, False
-    found = classify_demo_backbone_for(model)
+    found = classify_demo.classify_demo_backbone_for(model)
     if found is not None:
         return found, False
     # From scratch the demo learns slowly (held-out mIoU 25 %, against 76 %
     # from the classifier): the small LIT learns background vs. shape quickly, shape identity slowly.
-    print(f"[0/4] no {model} classification demo checkpoint at {CLASSIFY_DEMO_CHECKPOINT}: training the "
+    print(f"[0/4] no {model} classification demo checkpoint at {classify_demo.CLASSIFY_DEMO_CHECKPOINT}: training the "
           "classification demo first (its backbone initialises the segmentation model; --from-scratch skips this)",
           flush=True)
-    run_classification_demo(argparse.Namespace(
-        model=model, data_dir=getattr(args, "data_dir", None) or "demo_data", output=None, epochs=None,
-        device=getattr(args, "device", None), threads=getattr(args, "threads", None),
-        seed=int(getattr(args, "seed", 0) or 0),
-    ))
-    found = classify_demo_backbone_for(model)
+    classify_demo.run_demo(data_dir, model=model, device=device, threads=threads, seed=seed)
+    found = classify_demo.classify_demo_backbone_for(model)
     if found is None:
-        raise RuntimeError(f"the classification demo did not leave a checkpoint at {CLASSIFY_DEMO_CHECKPOINT}")
+        raise RuntimeError(f"the classification demo did not leave a checkpoint at {classify_demo.CLASSIFY_DEMO_CHECKPOINT}")
     return found, True
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    """Run the segmentation demo. ``args`` may carry ``data_dir`` (the synthetic data goes to
-    ``<data_dir>/segment``), ``output_dir``/``output``, ``iterations``, ``threads``, ``seed``, ``device``
-    and ``from_scratch`` (neither start from the classification demo checkpoint nor train it when missing)."""
+def run_demo(
+    data_dir: PathLike = "demo_data",
+    output_dir: PathLike = DEMO_OUTPUT,
+    *,
+    model: Optional[str] = None,
+    iterations: Optional[int] = None,
+    device: Optional[str] = None,
+    threads: Optional[int] = None,
+    seed: int = 0,
+    from_scratch: bool = False,
+    data: Optional[Mapping[str, Any]] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+    num_predictions: int = 4,
+) -> Dict[str, Any]:
+    """Run the segmentation demo; returns the held-out ``metrics`` and the paths it wrote
+    (``checkpoint``, ``metrics_log``, ``predictions``).
+
+    The synthetic data goes to ``<data_dir>/segment``; ``model`` is the backbone (any LIT or
+    LITv2 name, default the classification demo's). ``from_scratch`` neither starts from the
+    classification demo's checkpoint nor trains it when it is missing. ``data`` replaces entries
+    of :data:`DEMO_DATA` (e.g. fewer images), ``overrides`` any ``litvit segment train`` setting;
+    ``num_predictions`` held-out images are segmented at the end.
+    """
     import torch
 
+    from ..classification.demo import demo_model
     from ..data.synthetic import generate_segmentation
     from ..engine.config import build_config
     from .config import SegTrainConfig
-    from .engine import train
+    from .engine import load_trained_model, train
     from .metrics import format_metrics
+    from .predict import predict_images
 
-    data_root = Path(getattr(args, "data_dir", None) or "demo_data")
+    model = demo_model(model)  # a wrong name fails before any work
+    data_root = Path(data_dir)
     data_dir = data_root / "segment"
-    output = Path(getattr(args, "output_dir", None) or getattr(args, "output", None) or "runs/demo-segment")
-    seed = getattr(args, "seed", 0) or 0
-    threads = _threads(getattr(args, "threads", None))
+    output = Path(output_dir)
     start = time.time()
-    found, trained_classifier = _classifier(args)
+    found, trained_classifier = _classifier(model, from_scratch, data_root, device, threads, seed)
     classify_time = time.time() - start
     # After the classification demo, which sets its own thread count.
+    threads = _threads(threads)
     torch.set_num_threads(threads)
     print(f"[1/4] synthetic data: {data_dir}", flush=True)
     # The demo owns this directory: a dataset left by other demo settings is rewritten.
-    generate_segmentation(data_dir, overwrite=True, **DEMO_DATA)
-    overrides = dict(DEMO_SETTINGS, data_dir=str(data_dir), output_dir=str(output), seed=seed)
+    generate_segmentation(data_dir, overwrite=True, **{**DEMO_DATA, **(data or {})})
+    settings = dict(DEMO_SETTINGS, **(overrides or {}), data_dir=str(data_dir), output_dir=str(output), seed=seed)
     if found is not None:
         checkpoint, backbone = found
-        overrides.update(backbone, backbone_checkpoint=str(checkpoint))
+        settings.update(backbone, backbone_checkpoint=str(checkpoint))
         print(f"[2/4] backbone: {backbone['model']} from the classification demo checkpoint {checkpoint}", flush=True)
     else:
-        overrides["model"] = demo_model(args)
-        print(f"[2/4] backbone: {overrides['model']} from scratch (--from-scratch)", flush=True)
-    if getattr(args, "iterations", None):
-        overrides["iterations"] = int(args.iterations)
-    if getattr(args, "device", None):
-        overrides["device"] = args.device
-    cfg = build_config(SegTrainConfig, overrides=overrides)
+        settings["model"] = model
+        print(f"[2/4] backbone: {model} from scratch (--from-scratch)", flush=True)
+    if iterations:
+        settings["iterations"] = int(iterations)
+    if device:
+        settings["device"] = device
+    cfg = build_config(SegTrainConfig, overrides=settings)
     # A new demo run starts afresh rather than appending to an old one.
     for old in list(output.glob("checkpoint-*.pth")) + [output / "best.pth", output / "metrics.jsonl"]:
         old.unlink(missing_ok=True)
@@ -150,25 +169,28 @@ def run_demo(args: argparse.Namespace) -> int:
     train_time = time.time() - t0
     metrics = result["metrics"]
     print(format_metrics(metrics, result["class_names"]), flush=True)
-    print("[4/4] predictions for held-out images", flush=True)
-    from .cli import run_predict
 
-    images = sorted((data_dir / "images" / "validation").glob("*.png"))[:4]
-    run_predict(argparse.Namespace(
-        checkpoint=str(output / "best.pth"), images=[str(p) for p in images], output_dir=str(output / "predictions"),
-        alpha=0.5, mode="whole", flip=False, test_scale=None, slide_crop=(512, 512), slide_stride=(341, 341),
-        device=cfg.device,
-    ))
+    print("[4/4] predictions for held-out images", flush=True)
+    held_out = sorted((data_dir / "images" / "validation").glob("*.png"))
+    best = output / "best.pth"
+    # The same calls as ``litvit segment predict``.
+    device_ = torch.device(cfg.device)
+    model, meta = load_trained_model(str(best), device_)
+    predictions = output / "predictions"
+    predict_images(model, meta, held_out[:num_predictions], predictions, device=device_)
+
     print()
     print(f"held-out mIoU: {100 * metrics['mIoU']:.1f}  (mAcc {100 * metrics['mAcc']:.1f}, "
-          f"aAcc {100 * metrics['aAcc']:.1f}; {len(list((data_dir / 'images' / 'validation').glob('*.png')))} images)")
+          f"aAcc {100 * metrics['aAcc']:.1f}; {len(held_out)} images)")
     total = time.time() - start
     if trained_classifier:
         print(f"time: {total / 60:.1f} min in all (classification demo {classify_time / 60:.1f} min, "
               f"segmentation {(total - classify_time) / 60:.1f} min, of which training {train_time / 60:.1f} min)")
     else:
         print(f"time: {total / 60:.1f} min in all (training {train_time / 60:.1f} min)")
-    print(f"checkpoint:  {output / 'best.pth'}")
-    print(f"predictions: {output / 'predictions'}")
-    print(f"next: litvit segment eval {output / 'best.pth'} --data-dir {data_dir}")
-    return 0
+    print(f"checkpoint:  {best}")
+    print(f"metrics:     {output / 'metrics.jsonl'}")
+    print(f"predictions: {predictions}")
+    print(f"next: litvit segment eval --checkpoint {best} --data-dir {data_dir}")
+    return dict(metrics=metrics, checkpoint=best, metrics_log=output / "metrics.jsonl", predictions=predictions,
+                data_dir=data_dir)
