@@ -21,7 +21,7 @@ _DEMO_MODULES = {
 
 
 def add_parser(subparsers: Any) -> None:
-    from .cli import deprecated_option
+    from .cli_options import deprecated_option
 
     p = subparsers.add_parser(
         "demo",

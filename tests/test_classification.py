@@ -525,7 +525,7 @@ def test_batch_larger_than_data_and_class_count_mismatch(shapes, tmp_path, train
 def test_cli_errors_are_one_line(tmp_path):
     cases = [
         ["train", "--data-dir", str(tmp_path / "missing"), "--device", "cpu"],
-        ["eval", str(tmp_path / "none.pth"), "--data-dir", str(tmp_path)],
+        ["eval", "--checkpoint", str(tmp_path / "none.pth"), "--data-dir", str(tmp_path)],
         ["plot", str(tmp_path)],
     ]
     for args in cases:

@@ -409,7 +409,7 @@ def test_cli_train_eval_predict(shapes_data, tmp_path, capsys):
     assert main(args) == 0
     out_json = tmp_path / "eval.json"
     assert main(["detect", "eval", "--checkpoint", str(run / "best.pth"), "--data-root", str(shapes_data),
-                 "--output", str(out_json), "--workers", "0", "--device", "cpu"]) == 0
+                 "--json", str(out_json), "--workers", "0", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "COCO bbox" in printed and "COCO segm" in printed and "Average Precision" in printed
     result = json.loads(out_json.read_text())
@@ -424,7 +424,7 @@ def test_cli_train_eval_predict(shapes_data, tmp_path, capsys):
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
          "-m", "litvit.cli", "detect", "eval", "--checkpoint", str(run / "best.pth"), "--data-root", str(shapes_data),
-         "--output", str(ddp_json), "--workers", "0", "--device", "cpu"],
+         "--json", str(ddp_json), "--workers", "0", "--device", "cpu"],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

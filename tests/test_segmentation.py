@@ -317,7 +317,7 @@ def test_train_checkpoint_eval_and_resume(ade_root, tmp_path, capsys):
         assert torch.equal(value, saved["model"][key]), key
     # The CLI evaluation of the checkpoint reproduces the training-time evaluation.
     json_path = tmp_path / "eval.json"
-    assert main(["segment", "eval", str(out / "best.pth"), "--data-dir", str(ade_root), "--workers", "0",
+    assert main(["segment", "eval", "--checkpoint", str(out / "best.pth"), "--data-dir", str(ade_root), "--workers", "0",
                  "--json", str(json_path)]) == 0
     cli_metrics = json.loads(json_path.read_text())
     assert cli_metrics["mIoU"] == pytest.approx(result["metrics"]["mIoU"])
@@ -331,7 +331,7 @@ def test_train_checkpoint_eval_and_resume(ade_root, tmp_path, capsys):
     # Predict writes a palette mask whose values are class indices, and an overlay.
     pred_dir = tmp_path / "pred"
     image = ade_root / "images" / "validation" / "000.png"
-    assert main(["segment", "predict", str(out / "best.pth"), str(image), "--output-dir", str(pred_dir)]) == 0
+    assert main(["segment", "predict", "--checkpoint", str(out / "best.pth"), str(image), "--output-dir", str(pred_dir)]) == 0
     mask = Image.open(pred_dir / "000_mask.png")
     assert mask.mode == "P" and mask.size == (64, 64) and np.asarray(mask).max() < 3
     assert Image.open(pred_dir / "000_overlay.png").size == (64, 64)

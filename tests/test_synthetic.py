@@ -160,10 +160,10 @@ def test_cli_writes_dataset(tmp_path, capsys):
     from litvit.cli import main
 
     out = tmp_path / "cls"
-    assert main(["data", "synth", "--task", "classify", "--out", str(out), "--num-train", "2",
+    assert main(["data", "synth", "--task", "classify", "--output-dir", str(out), "--num-train", "2",
                  "--num-val", "1", "--image-size", "32"]) == 0
     assert str(out) in capsys.readouterr().out
     assert len(list((out / "train").rglob("*.png"))) == 2 * len(SHAPE_CLASSES)
-    assert main(["data", "synth", "--task", "segment", "--out", str(out), "--num-train", "2"]) == 2
+    assert main(["data", "synth", "--task", "segment", "--output-dir", str(out), "--num-train", "2"]) == 2
     err = capsys.readouterr().err
     assert "other settings" in err and "task classify -> segment" in err and len(err.strip().splitlines()) == 1

@@ -221,27 +221,40 @@ def test_cli_writes_pngs(tmp_path, odd_images, capsys):
 
     model = tiny_model()
     ckpt = tmp_path / "tiny.pth"
-    save_atomic({"model": model.state_dict(), "config": {"model": "lit_ti", "img_size": 64,
-                                                          "model_kwargs": {k: v for k, v in TINY.items()
-                                                                           if k not in ("img_size", "num_classes")}}},
+    save_atomic({"model": model.state_dict(), "model_ema": model.state_dict(),
+                 "config": {"model": "lit_ti", "img_size": 64,
+                            "model_kwargs": {k: v for k, v in TINY.items() if k not in ("img_size", "num_classes")}}},
                 ckpt)
     rgb, gray = odd_images
     out = tmp_path / "figs"
-    assert main(["viz", "offsets", "--checkpoint", str(ckpt), "--image", str(rgb), str(gray),
-                 "--out", str(out), "--points", "0,0", "1,0"]) == 0
-    printed = capsys.readouterr().out.split()
+    assert main(["viz", "offsets", str(rgb), str(gray), "--checkpoint", str(ckpt),
+                 "--output-dir", str(out), "--points", "0,0", "1,0"]) == 0
+    captured = capsys.readouterr()
+    printed = captured.out.split()
     assert printed == [str(out / "odd_offsets.png"), str(out / "gray_offsets.png")]
+    assert captured.err == ""
     for p in printed:
         assert _png_size(p)[0] == "PNG"
-    assert main(["viz", "attention", "--model", "lit_ti", "--checkpoint", str(ckpt), "--image", str(gray),
+    assert main(["viz", "attention", str(gray), "--model", "lit_ti", "--checkpoint", str(ckpt),
                  "--query", "cls", "--img-size", "96"]) == 0
     assert _png_size(gray.parent / "gray_attention.png")[0] == "PNG"
     # Bad input: one line on stderr, exit status 2.
-    assert main(["viz", "offsets", "--checkpoint", str(ckpt), "--image", str(tmp_path / "missing.png")]) == 2
+    assert main(["viz", "offsets", str(tmp_path / "missing.png"), "--checkpoint", str(ckpt)]) == 2
     err = capsys.readouterr().err.strip()
     assert "image not found" in err and len(err.splitlines()) == 1
-    assert main(["viz", "attention", "--checkpoint", str(ckpt), "--image", str(rgb), "--query", "500,1"]) == 2
+    assert main(["viz", "attention", str(rgb), "--checkpoint", str(ckpt), "--query", "500,1"]) == 2
     assert "outside" in capsys.readouterr().err
+    assert main(["viz", "offsets", "--checkpoint", str(ckpt)]) == 2
+    assert "give the images" in capsys.readouterr().err
+    # The old spellings (--image, --out, --use-ema) still work, each with one warning line.
+    old = tmp_path / "old"
+    assert main(["viz", "offsets", "--checkpoint", str(ckpt), "--use-ema", "--image", str(gray), "--out", str(old),
+                 "--points", "0,0"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.split() == [str(old / "gray_offsets.png")] and _png_size(old / "gray_offsets.png")[0] == "PNG"
+    warnings = captured.err.strip().splitlines()
+    assert len(warnings) == 3 and all("is deprecated" in w for w in warnings)
+    assert {w.split()[2] for w in warnings} == {"--use-ema", "--image", "--out"}
 
 
 def test_figures_name_imagenet_classes_for_a_1000_class_head(tmp_path):

@@ -37,6 +37,8 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arguments(p, TrainConfig)
+    p.add_argument("--output-dir", dest="output", default=argparse.SUPPRESS, metavar="DIR",
+                   help="the same as --output: the run directory")
     p.set_defaults(func=run_train)
 
     p = subparsers.add_parser(
@@ -45,7 +47,9 @@ def add_parser(subparsers: Any) -> None:
         description="Evaluate a litvit or released checkpoint with the released evaluation transform "
         "(resize img_size/crop_pct, bicubic, centre crop). Runs distributed under torchrun.",
     )
-    p.add_argument("checkpoint", help="litvit training checkpoint, released LIT checkpoint or .safetensors")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="litvit training checkpoint, released LIT checkpoint or .safetensors")
+    p.add_argument("checkpoint_positional", nargs="?", default=None, help=argparse.SUPPRESS)
     p.add_argument("--data-dir", required=True, help="image folder holding SPLIT/<class>/*")
     p.add_argument("--split", default="val", help="split folder (default: val)")
     p.add_argument("--model", default=None, help="architecture (needed for released checkpoints, e.g. lit_ti)")
@@ -59,22 +63,30 @@ def add_parser(subparsers: Any) -> None:
                    help="autocast dtype: auto (bf16 on CUDA, fp16 on GPUs without bf16, none on CPU), bf16, fp16, none")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a litvit checkpoint")
     p.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+                   help="also write the result as JSON to PATH ('-' or no PATH: print it instead of the summary)")
     _add_optimize_argument(p)
     p.set_defaults(func=run_eval)
 
-    p = subparsers.add_parser("predict", help="top-k classes of image files")
-    p.add_argument("checkpoint", help="litvit training checkpoint, released LIT checkpoint or .safetensors")
+    p = subparsers.add_parser(
+        "predict", help="top-k classes of image files",
+        description="Print the top-k classes of each image, with the checkpoint's class names "
+        "(ImageNet's for a released 1000-class checkpoint).",
+        epilog="example:\n  litvit predict --checkpoint runs/demo-classify/best.pth img1.png img2.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="litvit training checkpoint, released LIT checkpoint or .safetensors")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--model", default=None, help="architecture (needed for released checkpoints)")
     p.add_argument("--img-size", type=int, default=None, help="resolution (default: the checkpoint's, else 224)")
     p.add_argument("--model-kwargs", type=_yaml_mapping, default=None, metavar="YAML",
                    help="architecture options of a reduced model (released-style checkpoints)")
     p.add_argument("--topk", type=int, default=5, help="classes to show per image")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N")
-    p.add_argument("--ema", action="store_true", help="use the EMA weights of a litvit checkpoint")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: GPU if available)")
     p.add_argument("--amp", default="auto", choices=AMP_CHOICES,
                    help="autocast dtype: auto (bf16 on CUDA, fp16 on GPUs without bf16, none on CPU), bf16, fp16, none")
+    p.add_argument("--ema", action="store_true", help="use the EMA weights of a litvit checkpoint")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_optimize_argument(p)
     p.set_defaults(func=run_predict)
@@ -124,17 +136,23 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from ..cli_options import checkpoint_option
+    from ..fileio import write_text_atomic
     from .inference import evaluate_checkpoint
 
+    checkpoint_option(args)
+    to_stdout = args.json == "-"
     stats = evaluate_checkpoint(
         args.checkpoint, args.data_dir, split=args.split, model=args.model, img_size=args.img_size,
         batch_size=args.batch_size, workers=args.workers, device=args.device, amp=args.amp, use_ema=args.ema,
-        strict=args.strict, progress_kwargs={"enabled": False} if args.json else None, model_kwargs=args.model_kwargs,
+        strict=args.strict, progress_kwargs={"enabled": False} if to_stdout else None, model_kwargs=args.model_kwargs,
         optimize=args.optimize,
     )
     if not _is_rank0():
         return 0
-    if args.json:
+    if args.json and not to_stdout:
+        write_text_atomic(args.json, json.dumps(stats, indent=2) + "\n")
+    if to_stdout:
         print(json.dumps(stats))
     else:
         skipped = f", {stats['skipped_images']} unreadable skipped" if stats["skipped_images"] else ""
@@ -146,8 +164,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from ..cli_options import checkpoint_and_inputs
     from .inference import load_classifier, predict_images
 
+    checkpoint_and_inputs(args)
     loaded = load_classifier(args.checkpoint, model=args.model, img_size=args.img_size, use_ema=args.ema,
                              model_kwargs=args.model_kwargs)
     results = predict_images(loaded, args.images, topk=args.topk, device=args.device, amp=args.amp,

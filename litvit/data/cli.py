@@ -12,6 +12,8 @@ _DEFAULTS = {
 
 
 def add_parser(subparsers: "argparse._SubParsersAction") -> None:
+    from ..cli_options import deprecated_option
+
     data = subparsers.add_parser("data", help="dataset utilities (synthetic demo data)",
                                  description="Dataset utilities.")
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
@@ -27,7 +29,8 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> None:
         "2.. = shapes, plus classes.txt). Nothing is regenerated when DIR already holds the "
         "same dataset.")
     p.add_argument("--task", choices=sorted(_DEFAULTS), required=True, help="which layout to write")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--output-dir", default=None, metavar="DIR", help="output directory (required)")
+    deprecated_option(p, "--out", "--output-dir", dest="output_dir")
     p.add_argument("--num-train", type=int, default=None, metavar="N",
                    help="training images (per class for classify; defaults: classify 400, detect/segment 600)")
     p.add_argument("--num-val", type=int, default=None, metavar="N",
@@ -45,19 +48,22 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> None:
 def run_synth(args: argparse.Namespace) -> int:
     import time
 
+    from ..cli_options import UsageError
     from .synthetic import generate_classification, generate_detection, generate_segmentation
 
+    if not args.output_dir:
+        raise UsageError("give the output directory with --output-dir DIR")
     num_train, num_val, image_size = _DEFAULTS[args.task]
     num_train = num_train if args.num_train is None else args.num_train
     num_val = num_val if args.num_val is None else args.num_val
     image_size = image_size if args.image_size is None else args.image_size
     start = time.perf_counter()
     if args.task == "classify":
-        root = generate_classification(args.out, num_train_per_class=num_train, num_val_per_class=num_val,
+        root = generate_classification(args.output_dir, num_train_per_class=num_train, num_val_per_class=num_val,
                                        image_size=image_size, seed=args.seed, overwrite=args.overwrite)
     else:
         writer = generate_detection if args.task == "detect" else generate_segmentation
-        root = writer(args.out, num_train=num_train, num_val=num_val, image_size=image_size, seed=args.seed,
+        root = writer(args.output_dir, num_train=num_train, num_val=num_val, image_size=image_size, seed=args.seed,
                       max_shapes=args.max_shapes, overwrite=args.overwrite)
     print(f"synthetic {args.task} dataset in {root} ({time.perf_counter() - start:.1f} s)")
     return 0

@@ -13,6 +13,7 @@ __all__ = ["add_parser"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from ..cli_options import deprecated_option
     from ..engine.amp import AMP_CHOICES
     from ..engine.config import add_config_arguments
     from .config import DetectTrainConfig
@@ -34,18 +35,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "2 images per process.",
     )
     add_config_arguments(train, DetectTrainConfig)
+    train.add_argument("--output-dir", dest="output", default=argparse.SUPPRESS, metavar="DIR",
+                       help="the same as --output: the run directory")
     train.set_defaults(func=_train)
 
     ev = sub.add_parser("eval", help="COCO box (and mask) AP of a trained detector with pycocotools",
                         description="Evaluate a 'litvit detect train' checkpoint on a COCO-format split; "
                         "prints the 12-number COCO summary per IoU type and writes a JSON. Works under torchrun.")
-    ev.add_argument("--checkpoint", required=True, help="checkpoint written by 'litvit detect train' (e.g. best.pth)")
+    ev.add_argument("--checkpoint", required=True, metavar="PATH",
+                    help="checkpoint written by 'litvit detect train' (e.g. best.pth)")
     _add_split_args(ev)
-    ev.add_argument("--output", default=None, help="metrics JSON (default: <checkpoint dir>/eval_<split>.json)")
+    ev.add_argument("--json", default=None, metavar="PATH",
+                    help="where to write the metrics JSON (default: <checkpoint dir>/eval_<split>.json)")
+    deprecated_option(ev, "--output", "--json", dest="json")
     ev.add_argument("--save-detections", default=None, metavar="JSON", help="also write the COCO-format detections")
     ev.add_argument("--batch-size", type=int, default=2, help="images per process")
     ev.add_argument("--workers", type=int, default=2)
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: GPU if available)")
     ev.add_argument("--amp", default="auto", choices=AMP_CHOICES,
                     help="autocast dtype: auto (fp16 on CUDA, as the released runs; none on CPU), bf16, fp16, none")
     ev.add_argument("--min-size", type=int, default=None, help="override the training resize (shorter side)")
@@ -53,14 +59,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--skip-missing-images", action="store_true", help="leave out (and count) missing image files")
     ev.set_defaults(func=_eval)
 
-    pr = sub.add_parser("predict", help="draw boxes, labels, scores and masks on images and save PNGs")
-    pr.add_argument("--checkpoint", required=True, help="checkpoint written by 'litvit detect train'")
-    pr.add_argument("inputs", nargs="+", help="image files or folders")
+    pr = sub.add_parser("predict", help="draw boxes, labels, scores and masks on images and save PNGs",
+                        description="Run a 'litvit detect train' checkpoint on images and write, per image, "
+                        "<stem>.png with the detections drawn, plus predictions.json with every detection kept.")
+    pr.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint written by 'litvit detect train'")
+    pr.add_argument("inputs", nargs="+", metavar="images", help="image files or folders")
     pr.add_argument("--output-dir", default="predictions", help="where the PNGs (and predictions.json) go")
     pr.add_argument("--score-thresh", type=float, default=0.3, help="draw detections scoring at least this")
-    pr.add_argument("--device", default="auto")
-    pr.add_argument("--min-size", type=int, default=None)
-    pr.add_argument("--max-size", type=int, default=None)
+    pr.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: GPU if available)")
+    pr.add_argument("--amp", default="auto", choices=AMP_CHOICES,
+                    help="autocast dtype: auto (fp16 on CUDA, as the released runs; none on CPU), bf16, fp16, none")
+    pr.add_argument("--min-size", type=int, default=None, help="override the training resize (shorter side)")
+    pr.add_argument("--max-size", type=int, default=None, help="override the training resize (longer side limit)")
     pr.set_defaults(func=_predict)
 
 
@@ -124,7 +134,7 @@ def _eval(args: argparse.Namespace) -> int:
             merged = [r for part in gathered for r in part]
             iou_types = ["bbox"] + (["segm"] if has_masks(model) else [])
             metrics = coco_evaluate(dataset.coco(), merged, iou_types, img_ids=dataset.image_ids)
-            out = Path(args.output) if args.output else Path(args.checkpoint).parent / f"eval_{ann.stem}.json"
+            out = Path(args.json) if args.json else Path(args.checkpoint).parent / f"eval_{ann.stem}.json"
             out.parent.mkdir(parents=True, exist_ok=True)
             save_atomic_json(out, {"checkpoint": str(args.checkpoint), "annotations": str(ann),
                                    "images": len(dataset), "detections": len(merged), "metrics": metrics})
@@ -137,6 +147,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..engine.amp import resolve_amp
     from ..engine.distributed import resolve_device
     from .engine import detector_from_checkpoint, save_atomic_json
     from .predict import list_images, predict_images
@@ -144,7 +157,9 @@ def _predict(args: argparse.Namespace) -> int:
     files = list_images(args.inputs)
     model, meta = detector_from_checkpoint(args.checkpoint, **_overrides(args))
     names = (meta.get("categories") or {}).get("names") or [str(i) for i in range(model.num_object_classes)]
-    summaries = predict_images(model, files, args.output_dir, names, resolve_device(args.device), args.score_thresh)
+    device = resolve_device(args.device)
+    amp_dtype = resolve_amp(args.amp, device, auto_cuda=torch.float16)
+    summaries = predict_images(model, files, args.output_dir, names, device, args.score_thresh, amp_dtype=amp_dtype)
     save_atomic_json(Path(args.output_dir) / "predictions.json", summaries)
     total = sum(len(s["detections"]) for s in summaries)
     print(f"{len(files)} image(s), {total} detection(s) >= {args.score_thresh}: drawings in {args.output_dir}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -78,9 +78,13 @@ def predict_images(
     class_names: Sequence[str],
     device: torch.device,
     score_thresh: float = 0.3,
+    amp_dtype: Optional[torch.dtype] = None,
 ) -> List[Dict[str, Any]]:
-    """Run ``model`` on each image, save ``<output_dir>/<stem>.png`` with the drawings and
-    return one summary per image (detections above ``score_thresh``)."""
+    """Run ``model`` on each image (under autocast to ``amp_dtype`` when given), save
+    ``<output_dir>/<stem>.png`` with the drawings and return one summary per image (detections
+    above ``score_thresh``)."""
+    from ..engine.amp import autocast
+
     model.eval().to(device)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +92,9 @@ def predict_images(
     summaries = []
     for file in files:
         image = read_rgb(file)
-        output = model([image.to(device).float() / 255])[0]
+        with autocast(device, amp_dtype):
+            output = model([image.to(device).float() / 255])[0]
+        output = {k: v.float() if v.is_floating_point() else v for k, v in output.items()}
         drawn = draw_detections(image, output, class_names, offset, score_thresh)
         target = out_dir / f"{Path(file).stem}.png"
         with atomic_path(target, suffix=".png") as tmp:

@@ -36,6 +36,8 @@ def _int_list(text: str) -> List[int]:
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from ..cli_options import deprecated_option
+
     p = subparsers.add_parser(
         "export",
         help="export a model to ONNX (checked with ONNX Runtime) or a torch.export program",
@@ -60,7 +62,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help=f"ONNX opset (default {DEFAULT_OPSET}; {MIN_OPSET} and {MIN_OPSET + 1} fix the image size)")
     p.add_argument("--num-classes", type=int, default=None,
                    help="class count (default: from the checkpoint's classifier, else 1000; 150 for segment, 80 for detect)")
-    p.add_argument("--use-ema", action="store_true", help="export the EMA weights of a litvit training checkpoint")
+    p.add_argument("--ema", action="store_true", help="export the EMA weights of a litvit training checkpoint")
+    deprecated_option(p, "--use-ema", "--ema", dest="ema", nargs=0, const=True)
     p.add_argument("--model-kwargs", nargs="*", type=_kwarg, default=[], metavar="KEY=VALUE",
                    help="extra model options, e.g. depths=(1,1,1,1) embed_dims=(16,32,40,64)")
     verify = p.add_mutually_exclusive_group()
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         if num_classes is not None:
             raise ExportError("give the class count once: --num-classes or --model-kwargs num_classes=...")
         num_classes = model_kwargs.pop("num_classes")
-    model, meta = build_export_model(args.task, args.model, args.checkpoint, num_classes, args.use_ema, **model_kwargs)
+    model, meta = build_export_model(args.task, args.model, args.checkpoint, num_classes, args.ema, **model_kwargs)
     if args.format == "onnx":
         print(f"exporting {args.model} ({args.task}) to ONNX opset {args.opset} ...", flush=True)
     else:

@@ -113,7 +113,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..engine import cleanup, get_logger, init_distributed
     from ..engine.amp import resolve_amp
     from ..fileio import write_text_atomic
-    from ..cli import checkpoint_option
+    from ..cli_options import checkpoint_option
     from .engine import DatasetInfo, build_dataset, evaluate, load_trained_model
     from .metrics import format_metrics
     from .predict import checkpoint_test_scale
@@ -155,7 +155,7 @@ def _num(x: float) -> Optional[float]:
 def run_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from ..cli import checkpoint_and_inputs
+    from ..cli_options import checkpoint_and_inputs
     from ..engine import get_logger
     from ..engine.amp import resolve_amp
     from ..engine.distributed import resolve_device

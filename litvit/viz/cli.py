@@ -22,18 +22,23 @@ def _cell(text: str) -> Tuple[int, int]:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None,
-                   help="lit_ti, lit_s, lit_m or lit_b (optional with a litvit training checkpoint, which records it)")
+    from ..cli_options import deprecated_option
+
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (any size, grayscale ok)")
+    deprecated_option(p, "--image", "positional image arguments", dest="old_images", nargs="+")
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="released LIT checkpoint or litvit checkpoint (without one: untrained weights)")
-    p.add_argument("--use-ema", action="store_true", help="use the EMA weights of a litvit training checkpoint")
-    p.add_argument("--image", nargs="+", required=True, metavar="IMG", help="image files (any size, grayscale ok)")
+    p.add_argument("--model", default=None,
+                   help="lit_ti, lit_s, lit_m or lit_b (optional with a litvit training checkpoint, which records it)")
+    p.add_argument("--ema", action="store_true", help="use the EMA weights of a litvit training checkpoint")
+    deprecated_option(p, "--use-ema", "--ema", dest="ema", nargs=0, const=True)
     p.add_argument("--img-size", default=None, metavar="N|HxW",
                    help="model input: N = shorter side (aspect kept, sides rounded to multiples of 32), "
                    "HxW exact; default: the model's training resolution as the shorter side")
-    p.add_argument("--out", default=None, metavar="DIR", help="output directory (default: beside each image)")
+    p.add_argument("--output-dir", default=None, metavar="DIR", help="output directory (default: beside each image)")
+    deprecated_option(p, "--out", "--output-dir", dest="output_dir")
     p.add_argument("--dpi", type=int, default=100, help="PNG resolution (default 100)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: GPU if available)")
 
 
 def add_parser(subparsers: "argparse._SubParsersAction") -> None:
@@ -71,17 +76,21 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def _outputs(args: argparse.Namespace, suffix: str) -> List[Tuple[Path, Path]]:
+    from ..cli_options import UsageError
     from ..errors import DataError
 
+    images = list(args.images) + list(getattr(args, "old_images", None) or [])
+    if not images:
+        raise UsageError("give the images to draw on as positional arguments")
     pairs = []
     seen = set()
-    for image in args.image:
+    for image in images:
         src = Path(image)
         if not src.is_file():
             raise DataError(f"image not found: {src}")
-        folder = Path(args.out) if args.out else src.parent
+        folder = Path(args.output_dir) if args.output_dir else src.parent
         dst = folder / f"{src.stem}_{suffix}.png"
-        if dst in seen:  # same stem from two folders into one --out
+        if dst in seen:  # same stem from two folders into one --output-dir
             dst = folder / f"{src.parent.name}_{src.stem}_{suffix}.png"
         seen.add(dst)
         pairs.append((src, dst))
@@ -89,9 +98,10 @@ def _outputs(args: argparse.Namespace, suffix: str) -> List[Tuple[Path, Path]]:
 
 
 def _model(args: argparse.Namespace) -> Any:
+    from ..engine.distributed import resolve_device
     from ._common import load_model_and_classes
 
-    return load_model_and_classes(args.model, args.checkpoint, use_ema=args.use_ema, device=args.device)
+    return load_model_and_classes(args.model, args.checkpoint, use_ema=args.ema, device=resolve_device(args.device))
 
 
 def run_offsets(args: argparse.Namespace) -> int:
