@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 
 from .errors import LitvitError
 
-__all__ = ["PAPER", "grid_sample_flop", "count_model", "add_parser"]
+__all__ = ["PAPER", "grid_sample_flop", "count_model", "count_released_dense", "add_parser"]
 
 # Paper (Table 2 of arXiv:2105.14217): parameters in millions and GMACs at 224 x 224.
 PAPER: Dict[str, Tuple[float, float]] = {
@@ -138,7 +138,57 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def count_released_dense(task: str) -> List[Dict[str, Any]]:
+    """Parameters of the released dense models of ``task`` (``detect`` or ``segment``), built as
+    litvit builds them from the released files, beside the release's figures: ``params`` counted
+    as the release counts (see each task's ``release_parameter_count``) and ``params_litvit``
+    (litvit's own modules, which differ by a few background rows and a position-embedding slot)."""
+    if task == "detect":
+        from .detection.engine import build_from_spec
+        from .detection.released import RELEASED_DETECTORS, release_parameter_count, release_spec
+
+        def build(name: str) -> Any:
+            return build_from_spec(release_spec(name))
+
+        entries = {name: (f"{e.arch} {e.model}", e.params_m) for name, e in RELEASED_DETECTORS.items()}
+    elif task == "segment":
+        from .segmentation.models import semantic_fpn_lit
+        from .segmentation.released import RELEASED_SEGMENTERS, release_model_config, release_parameter_count
+
+        def build(name: str) -> Any:
+            return semantic_fpn_lit(**release_model_config(name))
+
+        entries = {name: (f"sem_fpn {e.model}", e.params_m) for name, e in RELEASED_SEGMENTERS.items()}
+    else:
+        raise LitvitError(f"--task takes classify, detect or segment, not {task!r}")
+    rows = []
+    for name, (what, released) in entries.items():
+        model = build(name)
+        rows.append(dict(checkpoint=name, model=what, params=release_parameter_count(model),
+                         params_litvit=sum(p.numel() for p in model.parameters()), release_params_m=released))
+    return rows
+
+
+def format_dense_table(rows: List[Dict[str, Any]]) -> str:
+    header = ["checkpoint", "model", "params (M)", "release (M)", "litvit modules (M)"]
+    lines = [[r["checkpoint"], r["model"], f"{r['params'] / 1e6:.3f}", f"{r['release_params_m']:.0f}",
+              f"{r['params_litvit'] / 1e6:.3f}"] for r in rows]
+    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(header)]
+    fmt = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(l) for l in lines])
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.task != "classify":
+        rows = count_released_dense(args.task)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print(format_dense_table(rows))
+            print("params: counted as the released mmdetection / mmsegmentation models count theirs (LIT-S with its "
+                  "relative position tables at the training resolution); litvit modules: the same model as litvit "
+                  "holds it (torchvision's background rows, no class slot in LIT-Ti's last position embedding).")
+        return 0
     names = args.model or list(PAPER)
     rows = [count_model(name, args.img_size) for name in names]
     if args.json:
@@ -156,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "info",
-        help="parameters and GMACs of the LIT and LITv2 models beside the papers'",
+        help="parameters and GMACs of the LIT and LITv2 models beside the papers' (and the released dense models')",
         description="Count parameters and multiply-accumulates (torch.utils.flop_counter) of the LIT and LITv2 "
         "models at a given input size, beside the figures of the paper.",
     )
@@ -164,6 +214,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help=f"models to count (default: all; choose from {', '.join(PAPER)})")
     parser.add_argument("--img-size", nargs="+", type=int, default=[224], metavar="SIZE",
                         help="input size: one side, or HEIGHT WIDTH; multiples of 32 (default: 224)")
+    parser.add_argument("--task", choices=("classify", "detect", "segment"), default="classify",
+                        help="classify: the ImageNet models (default); detect / segment: parameter counts of the released "
+                        "COCO detectors / ADE20K segmenters beside the release's")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     parser.set_defaults(func=run)
     return parser

@@ -1,4 +1,4 @@
-"""``litvit detect train | eval | predict``.
+"""``litvit detect train | eval | predict | convert``.
 
 Heavy imports (torch, torchvision) happen inside the command functions so that
 ``litvit --help`` stays quick.
@@ -43,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         description="Evaluate a 'litvit detect train' checkpoint on a COCO-format split; "
                         "prints the 12-number COCO summary per IoU type and writes a JSON. Works under torchrun.")
     ev.add_argument("--checkpoint", required=True, metavar="PATH",
-                    help="checkpoint written by 'litvit detect train' (e.g. best.pth)")
+                    help="checkpoint written by 'litvit detect train' (e.g. best.pth) or a released mmdetection file")
     _add_split_args(ev)
     ev.add_argument("--json", default=None, metavar="PATH",
                     help="where to write the metrics JSON (default: <checkpoint dir>/eval_<split>.json)")
@@ -62,7 +62,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     pr = sub.add_parser("predict", help="draw boxes, labels, scores and masks on images and save PNGs",
                         description="Run a 'litvit detect train' checkpoint on images and write, per image, "
                         "<stem>.png with the detections drawn, plus predictions.json with every detection kept.")
-    pr.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint written by 'litvit detect train'")
+    pr.add_argument("--checkpoint", required=True, metavar="PATH",
+                    help="checkpoint written by 'litvit detect train' or a released mmdetection file")
     pr.add_argument("inputs", nargs="+", metavar="images", help="image files or folders")
     pr.add_argument("--output-dir", default="predictions", help="where the PNGs (and predictions.json) go")
     pr.add_argument("--score-thresh", type=float, default=0.3, help="draw detections scoring at least this")
@@ -72,6 +73,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--min-size", type=int, default=None, help="override the training resize (shorter side)")
     pr.add_argument("--max-size", type=int, default=None, help="override the training resize (longer side limit)")
     pr.set_defaults(func=_predict)
+
+    cv = sub.add_parser(
+        "convert", help="write a litvit checkpoint from a released mmdetection RetinaNet / Mask R-CNN file",
+        description="Map a released RetinaNet-LIT or Mask R-CNN-LIT checkpoint (mmdetection 2.x, e.g. "
+        "retina_lit_ti.pth of the LIT release) onto litvit's model and save it with its architecture and COCO "
+        "categories, so that 'detect eval' and 'predict' need nothing else. Every released tensor is used once or "
+        "reported; nothing is written unless all fit. (eval, predict and train --init-checkpoint also read the "
+        "released file directly.)",
+    )
+    cv.add_argument("src", help="released mmdetection checkpoint (.pth)")
+    cv.add_argument("dst", help="litvit detection checkpoint to write")
+    cv.set_defaults(func=_convert)
 
 
 def _add_split_args(parser: argparse.ArgumentParser) -> None:
@@ -163,4 +176,12 @@ def _predict(args: argparse.Namespace) -> int:
     save_atomic_json(Path(args.output_dir) / "predictions.json", summaries)
     total = sum(len(s["detections"]) for s in summaries)
     print(f"{len(files)} image(s), {total} detection(s) >= {args.score_thresh}: drawings in {args.output_dir}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .released import write_converted
+
+    report = write_converted(args.src, args.dst)
+    print("\n".join(report.lines()))
     return 0

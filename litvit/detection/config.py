@@ -38,6 +38,9 @@ class DetectTrainConfig:
     model: str = setting("lit_ti", "LIT backbone",
                          choices=("lit_ti", "lit_s", "lit_m", "lit_b", "litv2_s", "litv2_m", "litv2_b", "litv2_b_384"))
     backbone_checkpoint: Optional[str] = setting(None, "ImageNet classification checkpoint for the backbone (released or litvit)")
+    init_checkpoint: Optional[str] = setting(
+        None, "start from a whole detector (released mmdetection file or litvit checkpoint); it sets --arch, --model "
+        "and the backbone shape; with another class count the classifier layers start afresh")
     frozen_stages: int = setting(-1, "freeze the patch embedding and the first N stages (-1: none)")
     norm_eval: bool = setting(False, "keep the DTM BatchNorms in eval mode while training")
     drop_path: Optional[float] = setting(None, "backbone stochastic depth (default: the model's ImageNet rate)")

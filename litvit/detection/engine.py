@@ -146,11 +146,17 @@ def build_from_spec(spec: Dict[str, Any], backbone_checkpoint: Optional[str] = N
 
 
 def detector_from_checkpoint(path: str, **overrides: Any) -> Tuple[nn.Module, Dict[str, Any]]:
-    """A detector and its metadata (categories, config) from a ``litvit detect train`` checkpoint.
+    """A detector and its metadata (categories, config) from a ``litvit detect train`` checkpoint
+    or a released mmdetection one (:mod:`litvit.detection.released`).
 
     ``overrides`` replace builder arguments (e.g. ``min_size``, ``score_thresh``).
     """
+    from .released import is_released_detector, load_released_detector
+
     state = read_checkpoint(path)
+    if is_released_detector(state):
+        model, meta, _ = load_released_detector(state, source=f"checkpoint {path}", **overrides)
+        return model, meta
     if not isinstance(state, dict) or "model_spec" not in state or "model" not in state:
         raise CheckpointError(f"{path} is not a litvit detection checkpoint (no 'model_spec'); train one with 'litvit detect train'")
     spec = dict(state["model_spec"])
@@ -188,6 +194,16 @@ def _train(cfg: DetectTrainConfig, ctx) -> Dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = ctx.device
+    init = None
+    if cfg.init_checkpoint:
+        from .released import checkpoint_spec
+
+        if cfg.backbone_checkpoint:
+            raise DataError("give --init-checkpoint (a whole detector) or --backbone-checkpoint, not both")
+        # The file decides the detector and its backbone (and so whether the data need masks).
+        init = read_checkpoint(cfg.init_checkpoint)
+        file_spec = checkpoint_spec(init, f"checkpoint {cfg.init_checkpoint}")
+        cfg.arch, cfg.model = file_spec["arch"], file_spec["model_name"]
     run_dir = Path(cfg.output)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -216,7 +232,19 @@ def _train(cfg: DetectTrainConfig, ctx) -> Dict[str, Any]:
     )
 
     spec = _model_spec(cfg, train_set.num_classes)
-    model = build_from_spec(spec, cfg.backbone_checkpoint).to(device)
+    if init is not None:
+        from .released import detector_to_fine_tune
+
+        kwargs = {k: v for k, v in spec["kwargs"].items() if k != "backbone_kwargs"}
+        backbone_kwargs = {k: v for k, v in spec["kwargs"]["backbone_kwargs"].items() if k == "drop_path_rate"}
+        model, spec, report = detector_to_fine_tune(init, train_set.num_classes, f"checkpoint {cfg.init_checkpoint}",
+                                                    backbone_kwargs=backbone_kwargs, **kwargs)
+        del init  # the file's tensors are in the model now
+        logger.info(f"starting from {cfg.init_checkpoint} ({spec['arch']} + {spec['model_name']}): {report.summary()}"
+                    + (f", {len(report.reinitialised)} class-specific re-initialised" if report.reinitialised else ""))
+        model.to(device)
+    else:
+        model = build_from_spec(spec, cfg.backbone_checkpoint).to(device)
     groups = param_groups(model, cfg.lr, cfg.weight_decay, cfg.offset_lr_scale)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.opt_betas))
 

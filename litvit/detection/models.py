@@ -13,13 +13,18 @@ The wiring follows the released LIT detection configs (see the project's referen
 background class Mask R-CNN needs is added internally. Labels are ``0..K-1`` for RetinaNet
 and ``1..K`` for Mask R-CNN; ``model.label_offset`` says which, so the data and evaluation
 code map COCO category ids the same way for both.
+
+``mmdet_compat=True`` makes either detector compute what the released mmdetection 2.x models
+compute with the same weights (anchor geometry, P6/P7, RoIAlign, RetinaNet's pre-NMS
+selection; see :mod:`litvit.detection.mmdet_compat`). Checkpoints converted from the release
+record it.
 """
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -33,9 +38,11 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxP
 
 from ..factory import create_backbone
 from ..models import DEFAULT_DROP_PATH, LIT, LITV2_CONFIGS, LITV2_DEFAULT_DROP_PATH, MODEL_CONFIGS
+from .mmdet_compat import LastLevelP6P7FromC5, MMDetAnchorGenerator, MMDetRoIAlign, topk_per_anchor
 
 __all__ = [
     "LITFPNBackbone",
+    "LITRetinaNet",
     "retinanet_lit",
     "mask_rcnn_lit",
     "build_detector",
@@ -121,12 +128,47 @@ def retinanet_anchor_generator(
     scales_per_octave: int = 3,
     aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
     strides: Sequence[int] = (8, 16, 32, 64, 128),
+    mmdet_compat: bool = False,
 ) -> AnchorGenerator:
-    """RetinaNet anchors: ``octave_base_scale * stride * 2**(i / scales_per_octave)`` per level."""
+    """RetinaNet anchors: ``octave_base_scale * stride * 2**(i / scales_per_octave)`` per level.
+
+    With ``mmdet_compat`` they are laid out as mmdetection does (:class:`MMDetAnchorGenerator`).
+    """
     sizes = tuple(
         tuple(octave_base_scale * s * 2 ** (i / scales_per_octave) for i in range(scales_per_octave)) for s in strides
     )
-    return AnchorGenerator(sizes, (tuple(aspect_ratios),) * len(strides))
+    ratios = (tuple(aspect_ratios),) * len(strides)
+    return MMDetAnchorGenerator(sizes, ratios, strides) if mmdet_compat else AnchorGenerator(sizes, ratios)
+
+
+class LITRetinaNet(RetinaNet):
+    """torchvision's RetinaNet; with ``topk_per_anchor`` set, the pre-NMS selection of each
+    level is mmdetection 2.x's (:func:`~litvit.detection.mmdet_compat.topk_per_anchor`)."""
+
+    topk_per_anchor: bool = False
+
+    def postprocess_detections(
+        self,
+        head_outputs: Dict[str, List[torch.Tensor]],
+        anchors: List[List[torch.Tensor]],
+        image_shapes: List[Tuple[int, int]],
+    ) -> List[Dict[str, torch.Tensor]]:
+        if not self.topk_per_anchor:
+            return super().postprocess_detections(head_outputs, anchors, image_shapes)
+        return [
+            topk_per_anchor(
+                [level[index] for level in head_outputs["cls_logits"]],
+                [level[index] for level in head_outputs["bbox_regression"]],
+                anchors[index],
+                image_shape,
+                self.box_coder,
+                self.score_thresh,
+                self.nms_thresh,
+                self.topk_candidates,
+                self.detections_per_img,
+            )
+            for index, image_shape in enumerate(image_shapes)
+        ]
 
 
 def _lit_body(
@@ -168,9 +210,10 @@ def retinanet_lit(
     octave_base_scale: float = 4.0,
     min_size: int = 800,
     max_size: int = 1333,
+    mmdet_compat: bool = False,
     backbone_kwargs: Optional[Dict[str, Any]] = None,
     **kwargs: Any,
-) -> RetinaNet:
+) -> LITRetinaNet:
     """RetinaNet with a LIT backbone and FPN, configured as the released 1x COCO recipe.
 
     Args:
@@ -186,21 +229,29 @@ def retinanet_lit(
             (not in the released recipe; it speeds up training from scratch).
         min_size, max_size: resize range of torchvision's ``GeneralizedRCNNTransform``; the
             resized batch is padded to a multiple of 32, as LIT requires.
+        mmdet_compat: compute as the released mmdetection model does: unrounded anchors at the
+            nominal strides, no ReLU between P6 and P7, mmdetection's pre-NMS top-k per anchor.
         backbone_kwargs: extra options for the LIT trunk (``drop_path_rate``, ``embed_dims``, ...).
         **kwargs: passed to :class:`torchvision.models.detection.RetinaNet`.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
     body = _lit_body(model_name, backbone_checkpoint, backbone_kwargs)
+    # torchvision's block takes P5 instead of C5 when their widths agree, and puts a ReLU before P7.
+    extra_blocks = (
+        LastLevelP6P7FromC5(body.embed_dims[-1], fpn_channels, relu_before_p7=False)
+        if mmdet_compat
+        else LastLevelP6P7(body.embed_dims[-1], fpn_channels)
+    )
     backbone = LITFPNBackbone(
         body,
         in_indices=(1, 2, 3),
         out_channels=fpn_channels,
-        extra_blocks=LastLevelP6P7(body.embed_dims[-1], fpn_channels),
+        extra_blocks=extra_blocks,
         frozen_stages=frozen_stages,
         norm_eval=norm_eval,
     )
-    anchor_generator = retinanet_anchor_generator(octave_base_scale)
+    anchor_generator = retinanet_anchor_generator(octave_base_scale, mmdet_compat=mmdet_compat)
     head = RetinaNetHead(
         fpn_channels,
         anchor_generator.num_anchors_per_location()[0],
@@ -214,7 +265,7 @@ def retinanet_lit(
     kwargs.setdefault("nms_thresh", 0.5)
     kwargs.setdefault("detections_per_img", 100)
     _check_transform_kwargs(kwargs)
-    model = RetinaNet(
+    model = LITRetinaNet(
         backbone,
         num_classes,
         min_size=min_size,
@@ -223,6 +274,7 @@ def retinanet_lit(
         head=head,
         **kwargs,
     )
+    model.topk_per_anchor = mmdet_compat
     model.label_offset = 0
     model.num_object_classes = num_classes
     return model
@@ -240,6 +292,7 @@ def mask_rcnn_lit(
     mask_head_channels: int = 256,
     min_size: int = 800,
     max_size: int = 1333,
+    mmdet_compat: bool = False,
     backbone_kwargs: Optional[Dict[str, Any]] = None,
     **kwargs: Any,
 ) -> MaskRCNN:
@@ -250,6 +303,8 @@ def mask_rcnn_lit(
         anchor_sizes: RPN anchor size per FPN level (one scale, ratios 0.5/1/2), as released.
         box_head_dim, mask_head_channels: widths of the two-FC box head (1024) and the
             four-conv mask head (256) as released; smaller values suit quick experiments.
+        mmdet_compat: compute as the released mmdetection model does: unrounded RPN anchors at
+            the nominal strides, RoIAlign with ``aligned=True`` and mmdetection's level rule.
         Other arguments as :func:`retinanet_lit`; ``**kwargs`` go to
         :class:`torchvision.models.detection.MaskRCNN`.
     """
@@ -266,12 +321,17 @@ def mask_rcnn_lit(
     )
     if len(anchor_sizes) != 5:
         raise ValueError(f"anchor_sizes needs one size per FPN level (5), got {len(anchor_sizes)}")
-    kwargs.setdefault(
-        "rpn_anchor_generator", AnchorGenerator(tuple((float(s),) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * 5)
-    )
-    # RoIAlign with adaptive sampling (sampling_ratio 0), as in the released mmdetection config.
-    kwargs.setdefault("box_roi_pool", MultiScaleRoIAlign(["0", "1", "2", "3"], 7, sampling_ratio=0))
-    kwargs.setdefault("mask_roi_pool", MultiScaleRoIAlign(["0", "1", "2", "3"], 14, sampling_ratio=0))
+    sizes, ratios = tuple((float(s),) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * 5
+    levels = ["0", "1", "2", "3"]
+    if mmdet_compat:
+        kwargs.setdefault("rpn_anchor_generator", MMDetAnchorGenerator(sizes, ratios, (4, 8, 16, 32, 64)))
+        kwargs.setdefault("box_roi_pool", MMDetRoIAlign(levels, 7))
+        kwargs.setdefault("mask_roi_pool", MMDetRoIAlign(levels, 14))
+    else:
+        kwargs.setdefault("rpn_anchor_generator", AnchorGenerator(sizes, ratios))
+        # RoIAlign with adaptive sampling (sampling_ratio 0), as in the released mmdetection config.
+        kwargs.setdefault("box_roi_pool", MultiScaleRoIAlign(levels, 7, sampling_ratio=0))
+        kwargs.setdefault("mask_roi_pool", MultiScaleRoIAlign(levels, 14, sampling_ratio=0))
     # Heads built here (with torchvision's default layout) so that their widths can shrink.
     kwargs.setdefault("box_head", TwoMLPHead(fpn_channels * 7 * 7, box_head_dim))
     kwargs.setdefault("box_predictor", FastRCNNPredictor(box_head_dim, num_classes + 1))

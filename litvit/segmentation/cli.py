@@ -39,6 +39,17 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> None:
     p.set_defaults(func=run_train)
 
     p = sub.add_parser(
+        "convert", help="write a litvit checkpoint from a released mmsegmentation Semantic FPN file",
+        description="Map a released Semantic FPN-LIT checkpoint (mmsegmentation 0.x, e.g. sem_fpn_lit_ti.pth of the "
+        "LIT release) onto litvit's model and save it with its ADE20K label convention and test scale, so that "
+        "'segment eval' and 'predict' need nothing else. Every released tensor is used once or reported; nothing is "
+        "written unless all fit. (eval, predict and train --init-checkpoint also read the released file directly.)",
+    )
+    p.add_argument("src", help="released mmsegmentation checkpoint (.pth)")
+    p.add_argument("dst", help="litvit segmentation checkpoint to write")
+    p.set_defaults(func=run_convert)
+
+    p = sub.add_parser(
         "eval", help="mIoU / per-class IoU / accuracies of a trained checkpoint",
         description="Evaluate a 'litvit segment train' checkpoint: mIoU, per-class IoU, mean class "
         "accuracy and overall pixel accuracy from one confusion matrix (summed over processes "
@@ -46,7 +57,7 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> None:
         "the labels at their original size.",
     )
     p.add_argument("--checkpoint", default=None, metavar="PATH",
-                   help="checkpoint written by 'litvit segment train' (e.g. RUN/best.pth)")
+                   help="checkpoint written by 'litvit segment train' (e.g. RUN/best.pth) or a released mmsegmentation file")
     p.add_argument("checkpoint_positional", nargs="?", default=None, help=argparse.SUPPRESS)
     p.add_argument("--data-dir", required=True, help="dataset root (images/<split>, annotations/<split>)")
     p.add_argument("--split", default="validation", help="sub-folder to evaluate (default: validation)")
@@ -66,7 +77,7 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> None:
         "are class indices, colours from a fixed palette) and <stem>_overlay.png (mask blended "
         "over the image).",
     )
-    p.add_argument("--checkpoint", default=None, metavar="PATH", help="checkpoint written by 'litvit segment train'")
+    p.add_argument("--checkpoint", default=None, metavar="PATH", help="checkpoint written by 'litvit segment train' or a released mmsegmentation file")
     p.add_argument("images", nargs="+", help="image files or folders of images")
     p.add_argument("--output-dir", default="predictions", help="where to write the PNGs (default: predictions)")
     p.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay (default 0.5)")
@@ -174,4 +185,12 @@ def run_predict(args: argparse.Namespace) -> int:
         top = list(result["classes"].items())[:5]
         log.info("%s: %s", Path(result["image"]).name, ", ".join(f"{n} {100 * s:.1f}%" for n, s in top))
     log.info("wrote masks and overlays to %s", args.output_dir)
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from .released import write_converted
+
+    report = write_converted(args.src, args.dst)
+    print("\n".join(report.lines()))
     return 0

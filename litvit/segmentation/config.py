@@ -32,6 +32,9 @@ class SegTrainConfig:
     # model
     model: str = setting("lit_ti", "LIT backbone: lit_ti, lit_s, lit_m, lit_b, litv2_s, litv2_m, litv2_b")
     backbone_checkpoint: Optional[str] = setting(None, "ImageNet classification checkpoint to initialise the backbone")
+    init_checkpoint: Optional[str] = setting(
+        None, "start from a whole segmenter (released mmsegmentation file or litvit checkpoint); it sets --model and the "
+        "backbone shape; with another class count the classifier starts afresh")
     embed_dims: Optional[Tuple[int, ...]] = setting(None, "override the backbone widths (small experiments)")
     depths: Optional[Tuple[int, ...]] = setting(None, "override the backbone depths")
     num_heads: Optional[Tuple[int, ...]] = setting(None, "override the attention heads per stage")

@@ -229,7 +229,18 @@ def train(cfg: SegTrainConfig) -> Dict[str, Any]:
             raise LitvitError(f"--class-weights has {len(cfg.class_weights)} values for {info.num_classes} classes")
         class_weight = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device)
     model_cfg = _model_kwargs(cfg, info.num_classes)
-    model = semantic_fpn_lit(**{**model_cfg, "backbone_checkpoint": cfg.backbone_checkpoint})
+    if cfg.init_checkpoint:
+        from .released import segmenter_to_fine_tune
+
+        if cfg.backbone_checkpoint:
+            raise DataError("give --init-checkpoint (a whole segmenter) or --backbone-checkpoint, not both")
+        model, model_cfg, report = segmenter_to_fine_tune(
+            read_checkpoint(cfg.init_checkpoint), info.num_classes, f"checkpoint {cfg.init_checkpoint}",
+            drop_path_rate=cfg.drop_path_rate, dropout=cfg.dropout)
+        log.info("starting from %s (%s): %s%s", cfg.init_checkpoint, model_cfg["model_name"], report.summary(),
+                 f", {len(report.reinitialised)} class-specific re-initialised" if report.reinitialised else "")
+    else:
+        model = semantic_fpn_lit(**{**model_cfg, "backbone_checkpoint": cfg.backbone_checkpoint})
     model.to(device)
     run_dir = Path(cfg.output_dir)
     manager = CheckpointManager(run_dir, keep_last=cfg.keep_last)
@@ -339,9 +350,15 @@ def train(cfg: SegTrainConfig) -> Dict[str, Any]:
 
 
 def load_trained_model(path: str, device: Optional[torch.device] = None) -> Tuple[SemanticFPN, Dict[str, Any]]:
-    """A Semantic FPN-LIT from a ``litvit segment train`` checkpoint, in eval mode, and the
-    checkpoint's metadata (``dataset``: class count, label convention, class names; ``config``)."""
+    """A Semantic FPN-LIT from a ``litvit segment train`` checkpoint or a released mmsegmentation
+    one (:mod:`litvit.segmentation.released`), in eval mode, and the checkpoint's metadata
+    (``dataset``: class count, label convention, class names; ``config``)."""
+    from .released import is_released_segmenter, load_released_segmenter
+
     state = read_checkpoint(path)
+    if is_released_segmenter(state):
+        model, meta, _ = load_released_segmenter(state, source=f"checkpoint {path}")
+        return model.to(device or torch.device("cpu")), meta
     if not isinstance(state, dict) or "model_config" not in state or "model" not in state:
         raise CheckpointError(f"{path} is not a litvit segmentation checkpoint (no model_config)")
     model = semantic_fpn_lit(**state["model_config"])

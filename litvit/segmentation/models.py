@@ -134,6 +134,7 @@ def semantic_fpn_lit(
     head_channels: int = 128,
     dropout: float = 0.1,
     drop_path_rate: float = DEFAULT_SEG_DROP_PATH,
+    norm_all_stages: bool = False,
     **backbone_kwargs: Any,
 ) -> SemanticFPN:
     """Semantic FPN with a LIT backbone (``lit_ti``, ``lit_s``, ``lit_m``, ``lit_b``).
@@ -145,6 +146,8 @@ def semantic_fpn_lit(
             initialise the backbone; the classifier is dropped, the position tables resized.
         fpn_channels, head_channels, dropout: see :class:`SemanticFPN`.
         drop_path_rate: backbone stochastic depth.
+        norm_all_stages: LayerNorm on all four backbone outputs, as the released Semantic FPN-LIT-S
+            (by default LIT-S/M/B normalise stages 2-4, as the released detectors; LIT-Ti none).
         **backbone_kwargs: passed to :func:`litvit.create_backbone` (e.g. reduced ``embed_dims``,
             ``depths``, ``num_heads``, ``img_size`` for small experiments).
     """
@@ -158,7 +161,17 @@ def semantic_fpn_lit(
     # Dense outputs never pass the final token norm; leaving it in would give DDP parameters
     # without gradients.
     backbone.norm = nn.Identity()
+    if norm_all_stages:
+        _norm_first_stage(backbone)
     return SemanticFPN(backbone, num_classes, fpn_channels, head_channels, dropout)
+
+
+def _norm_first_stage(backbone: nn.Module) -> None:
+    norms = getattr(backbone, "feature_norms", None)
+    if norms is None:
+        raise ValueError("norm_all_stages needs a backbone with output norms (LIT-S/M/B)")
+    # The stage-1 slot holds an identity; give it a LayerNorm like its neighbours'.
+    norms[0] = nn.LayerNorm(backbone.embed_dims[0], eps=norms[1].eps)
 
 
 def model_config(model_name: str, num_classes: int, **kwargs: Any) -> Dict[str, Any]:
