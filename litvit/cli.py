@@ -11,7 +11,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-from .cli_options import (  # noqa: F401  (the command-line helpers, importable from here too)
+from .cli_options import (  # the command-line helpers, importable from here too
     UsageError,
     checkpoint_and_inputs,
     checkpoint_option,
@@ -20,12 +20,15 @@ from .cli_options import (  # noqa: F401  (the command-line helpers, importable 
 )
 from .errors import LitvitError, user_message
 
+__all__ = ["main", "build_parser", "COMMAND_MODULES", "UsageError", "warn_deprecated", "deprecated_option",
+           "checkpoint_and_inputs", "checkpoint_option"]
+
 # Order is the order shown by ``litvit --help``.
 COMMAND_MODULES = [
     "litvit.classification.cli",
     "litvit.demo",
     "litvit.benchmark_cli",
-    "litvit.data.cli",
+    "litvit.synthetic.cli",
     "litvit.info",
     "litvit.detection.cli",
     "litvit.segmentation.cli",

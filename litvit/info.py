@@ -144,7 +144,7 @@ def count_released_dense(task: str) -> List[Dict[str, Any]]:
     as the release counts (see each task's ``release_parameter_count``) and ``params_litvit``
     (litvit's own modules, which differ by a few background rows and a position-embedding slot)."""
     if task == "detect":
-        from .detection.engine import build_from_spec
+        from .detection.training import build_from_spec
         from .detection.released import RELEASED_DETECTORS, release_parameter_count, release_spec
 
         def build(name: str) -> Any:

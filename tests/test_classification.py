@@ -69,7 +69,7 @@ def _restore_threads():
 @pytest.fixture(scope="session")
 def shapes(tmp_path_factory) -> Path:
     """6 classes x 4 training / 2 validation images, plus one truncated training file."""
-    from litvit.data.synthetic import generate_classification
+    from litvit.synthetic import generate_classification
 
     root = generate_classification(tmp_path_factory.mktemp("data") / "shapes", num_train_per_class=4,
                                    num_val_per_class=2, image_size=32, seed=0)
@@ -348,7 +348,7 @@ def test_ddp_two_processes_equal_one_process_same_global_batch(shapes, tmp_path)
 
 _KILL_AFTER_FIRST_SAVE = """
 import os, signal, sys
-from litvit.engine import checkpointing
+from litvit.engine import run_checkpoints as checkpointing
 _save = checkpointing.CheckpointManager.save
 def save(self, *args, **kwargs):
     path = _save(self, *args, **kwargs)

@@ -323,7 +323,7 @@ def _perfect_outputs(ds: CocoDetectionDataset, label_offset: int, with_masks: bo
 
 @pytest.fixture(scope="module")
 def shapes_data(tmp_path_factory):
-    from litvit.data.synthetic import generate_detection
+    from litvit.synthetic import generate_detection
 
     return generate_detection(tmp_path_factory.mktemp("shapes"), num_train=4, num_val=3, image_size=64)
 
@@ -358,7 +358,7 @@ def _train_cfg(shapes_data, output, **overrides):
 
 def test_train_resume_matches_uninterrupted_run(shapes_data, tmp_path):
     from litvit.checkpoint import read_checkpoint
-    from litvit.detection.engine import train
+    from litvit.detection.training import train
     from litvit.engine import read_metrics
 
     straight = tmp_path / "straight"
@@ -380,7 +380,7 @@ def test_train_resume_matches_uninterrupted_run(shapes_data, tmp_path):
 
 
 def test_param_groups_and_schedule():
-    from litvit.detection.engine import lr_factor, param_groups
+    from litvit.detection.training import lr_factor, param_groups
 
     model = build("retinanet")
     groups = {g["name"]: g for g in param_groups(model, 1e-4, 1e-4, 0.01)}
@@ -459,7 +459,7 @@ def test_demo_settings_use_the_classification_demo_backbone(tmp_path, monkeypatc
     from litvit.classification import demo as top_demo
     from litvit.detection import demo
     from litvit.detection.config import resolve_detect_config
-    from litvit.detection.engine import _model_spec, build_from_spec
+    from litvit.detection.training import _model_spec, build_from_spec
 
     arch = {"embed_dims": [16, 32, 40, 64], "depths": [1, 1, 1, 1], "num_heads": [1, 2, 5, 8]}
     torch.manual_seed(0)

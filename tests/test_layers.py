@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
 PACKAGE = Path(__file__).resolve().parents[1] / "litvit"
-TASK_PACKAGES = ("classification", "detection", "segmentation", "viz", "data")
+TASK_PACKAGES = ("classification", "detection", "segmentation", "viz", "synthetic")
 # Bottom to top. "base": models, ops, checkpoints, the factory, litvit.graph, files, errors.
 # "cli": a task's command line; "tool": benchmark, export, the demos, info; "dispatch": litvit.cli.
 LAYERS = {"base": 0, "engine": 1, "task": 2, "cli": 3, "tool": 3, "dispatch": 4}
@@ -115,7 +115,7 @@ def test_the_check_catches_an_import_that_points_up():
     ]
     # Down the layers is fine: a task on the engine, a tool on a task, the benchmark on litvit.graph.
     good = {
-        "litvit.detection.engine": "from ..engine import amp\nfrom ..models import LIT\n",
+        "litvit.detection.training": "from ..engine import amp\nfrom ..models import LIT\n",
         "litvit.export.tasks": "def f():\n    from ..detection.export import detector_for_export\n",
         "litvit.benchmark.runtimes": "def f():\n    from .. import graph\n",
     }

@@ -300,7 +300,7 @@ def test_train_and_reload_a_tiny_litv2(tmp_path):
     from litvit.classification.config import resolve_train_config
     from litvit.classification.inference import load_classifier
     from litvit.classification.train import train
-    from litvit.data.synthetic import generate_classification
+    from litvit.synthetic import generate_classification
 
     data = generate_classification(tmp_path / "shapes", num_train_per_class=2, num_val_per_class=1, image_size=32, seed=0)
     tiny = {k: list(v) for k, v in TINY.items() if k not in ("img_size", "num_classes")}

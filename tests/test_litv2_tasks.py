@@ -73,7 +73,7 @@ def test_benchmark_measures_litv2_beside_lit(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- dense tasks
 def test_detect_train_eval_predict_export_with_litv2(tmp_path, capsys):
-    from litvit.data.synthetic import generate_detection
+    from litvit.synthetic import generate_detection
 
     data = generate_detection(tmp_path / "shapes", num_train=2, num_val=2, image_size=64)
     run = tmp_path / "run"
@@ -100,7 +100,7 @@ def test_detect_train_eval_predict_export_with_litv2(tmp_path, capsys):
 def test_segment_train_predict_export_with_litv2(tmp_path, capsys):
     from PIL import Image
 
-    from litvit.data.synthetic import generate_segmentation
+    from litvit.synthetic import generate_segmentation
 
     data = generate_segmentation(tmp_path / "shapes", num_train=2, num_val=1, image_size=64)
     run = tmp_path / "run"

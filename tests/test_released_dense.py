@@ -67,7 +67,7 @@ def _check_detector_tensors(name, sd, model):
 
 @pytest.mark.parametrize("name", ["retina_lit_ti", "retina_lit_s", "mask_rcnn_lit_ti", "mask_rcnn_lit_s"])
 def test_released_detector_converts_completely(name, released, tmp_path, capsys):
-    from litvit.detection.engine import detector_from_checkpoint
+    from litvit.detection.training import detector_from_checkpoint
     from litvit.detection.released import release_parameter_count, release_spec
 
     path, sd = released(name)
@@ -90,7 +90,7 @@ def test_released_detector_converts_completely(name, released, tmp_path, capsys)
 
 
 def test_released_detectors_run_at_the_released_resolution(released):
-    from litvit.detection.engine import detector_from_checkpoint
+    from litvit.detection.training import detector_from_checkpoint
 
     for name in ("mask_rcnn_lit_s",):  # the largest: masks, and LIT-S's tables at 800 px
         model, _ = detector_from_checkpoint(str(released(name)[0]))
@@ -103,7 +103,7 @@ def test_released_detectors_run_at_the_released_resolution(released):
 
 
 def test_released_detector_evaluates_predicts_and_fine_tunes(released, tmp_path, capsys):
-    from litvit.data.synthetic import generate_detection
+    from litvit.synthetic import generate_detection
 
     from litvit.detection.released import COCO_CATEGORIES
 
@@ -166,7 +166,7 @@ def _check_segmenter_tensors(name, sd, model):
 
 @pytest.mark.parametrize("name", ["sem_fpn_lit_ti", "sem_fpn_lit_s"])
 def test_released_segmenter_converts_completely_and_runs_at_512(name, released, tmp_path, capsys):
-    from litvit.segmentation.engine import load_trained_model
+    from litvit.segmentation.training import load_trained_model
     from litvit.segmentation.released import release_model_config, release_parameter_count
 
     path, sd = released(name)
@@ -185,7 +185,7 @@ def test_released_segmenter_converts_completely_and_runs_at_512(name, released, 
 
 
 def test_released_segmenter_evaluates_predicts_and_fine_tunes(released, tmp_path, capsys):
-    from litvit.data.synthetic import generate_segmentation
+    from litvit.synthetic import generate_segmentation
 
     path, sd = released("sem_fpn_lit_ti")
     data = generate_segmentation(tmp_path / "shapes", num_train=2, num_val=1, image_size=64)

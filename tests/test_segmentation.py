@@ -15,7 +15,7 @@ from litvit.errors import CheckpointError, DataError
 from litvit.segmentation import ConfusionMatrix, metrics_from_confusion, semantic_fpn_lit
 from litvit.segmentation.data import SegmentationDataset, decode_label, find_pairs
 from litvit.segmentation.config import SegTrainConfig
-from litvit.segmentation.engine import (
+from litvit.segmentation.training import (
     build_param_groups,
     load_trained_model,
     segmentation_loss,

@@ -51,7 +51,7 @@ def _worker(rank: int, port: int, root: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from litvit.engine import all_gather_object, cleanup, init_distributed
-    from litvit.segmentation.engine import evaluate, segmentation_loss
+    from litvit.segmentation.training import evaluate, segmentation_loss
 
     ctx = init_distributed("cpu")
     try:
@@ -100,7 +100,7 @@ def test_ddp_metric_reduction_and_training_step(tmp_path):
     single.update(pred, target)
     assert torch.equal(result["matrix"], single.matrix)
 
-    from litvit.segmentation.engine import evaluate
+    from litvit.segmentation.training import evaluate
 
     expected = evaluate(_build_model(), _dataset(tmp_path), torch.device("cpu"))
     assert result["metrics"]["pixels"] == expected["pixels"] == 5 * 64 * 96

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from litvit.data.synthetic import (
+from litvit.synthetic import (
     SEG_BACKGROUND_VALUE,
     SHAPE_CLASSES,
     detection_scene,
@@ -68,7 +68,7 @@ def test_idempotent_and_refuses_foreign_or_changed_dirs(tmp_path):
 
 
 def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
-    import litvit.data.synthetic as synthetic
+    from litvit.synthetic import shapes as synthetic
 
     calls = {"n": 0}
     real_save = synthetic._save_png

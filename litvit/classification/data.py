@@ -38,7 +38,7 @@ __all__ = [
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 
-_log = logging.getLogger("litvit.data")
+_log = logging.getLogger("litvit.classification.data")
 
 # A truncated file must fail loudly, never decode into half an image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -129,7 +129,7 @@ def run_demo(
     ``litvit train`` setting); ``model``, ``epochs``, ``device`` and ``threads`` are shorthands for
     four of them. ``optimize=False`` trains and evaluates the plain model (no :func:`litvit.optimize`).
     """
-    from ..data.synthetic import generate_classification
+    from ..synthetic import generate_classification
     from .config import resolve_train_config
     from .inference import evaluate_checkpoint
     from .train import train

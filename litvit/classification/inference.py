@@ -19,7 +19,7 @@ from ..errors import DataError
 from ..factory import display_class_names, imagenet_class_names
 from .config import TrainConfig
 from .data import ImageFolderDataset, build_transforms, collate_with_flags, load_image, scan_image_folder
-from .engine import evaluate
+from .loops import evaluate
 
 __all__ = ["LoadedClassifier", "load_classifier", "evaluate_checkpoint", "predict_images", "imagenet_class_names"]
 

@@ -38,7 +38,7 @@ from .build import (
 )
 from .config import TrainConfig
 from .data import EpochTaggedSampler, ImageFolderDataset, build_transforms, collate_with_flags
-from .engine import evaluate, train_one_epoch
+from .loops import evaluate, train_one_epoch
 
 __all__ = ["train", "make_loader_kwargs"]
 

@@ -101,7 +101,7 @@ def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
 def _train(args: argparse.Namespace) -> int:
     from ..engine.config import dump_config
     from .config import resolve_detect_config
-    from .engine import train
+    from .training import train
 
     cfg = resolve_detect_config(args)
     if args.print_config:
@@ -118,7 +118,7 @@ def _eval(args: argparse.Namespace) -> int:
     from ..engine.amp import resolve_amp
     from ..errors import DataError
     from .data import CocoDetectionDataset, coco_split_paths, eval_transforms
-    from .engine import detector_from_checkpoint, save_atomic_json
+    from .training import detector_from_checkpoint, save_atomic_json
     from .evaluate import coco_evaluate, has_masks, run_inference
 
     if args.images or args.ann:
@@ -164,7 +164,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     from ..engine.amp import resolve_amp
     from ..engine.distributed import resolve_device
-    from .engine import detector_from_checkpoint, save_atomic_json
+    from .training import detector_from_checkpoint, save_atomic_json
     from .predict import list_images, predict_images
 
     files = list_images(args.inputs)

@@ -177,9 +177,9 @@ def run_demo(
     import torch
 
     from ..classification.demo import demo_model
-    from ..data.synthetic import generate_detection
+    from ..synthetic import generate_detection
     from .config import resolve_detect_config
-    from .engine import detector_from_checkpoint, save_atomic_json, train
+    from .training import detector_from_checkpoint, save_atomic_json, train
     from .evaluate import format_summary
     from .predict import predict_images
 

@@ -61,7 +61,7 @@ def detector_for_export(
     """:class:`DetectorDenseOutputs` of a ``litvit detect train`` checkpoint's detector (which
     holds its own configuration) or of an untrained one (``arch`` in ``model_kwargs``, default
     ``retinanet``; ``num_classes`` default 80); and the ONNX metadata it adds."""
-    from .engine import build_from_spec, detector_from_checkpoint
+    from .training import build_from_spec, detector_from_checkpoint
 
     if checkpoint_path is not None:
         if model_kwargs or num_classes is not None:

@@ -255,7 +255,7 @@ def load_released_detector(
     metadata litvit checkpoints carry (``model_spec``, ``categories``) and the report;
     any unused, missing or mis-shaped tensor raises :class:`CheckpointError`.
     """
-    from .engine import build_from_spec
+    from .training import build_from_spec
 
     state_dict, meta = mmcv_state_dict(checkpoint)
     spec = released_spec(state_dict)
@@ -310,7 +310,7 @@ def detector_to_fine_tune(
     merged). Returns the model, its ``model_spec`` and the report (problems raise
     :class:`CheckpointError`).
     """
-    from .engine import build_from_spec
+    from .training import build_from_spec
 
     spec = checkpoint_spec(checkpoint, source)
     kwargs = dict(spec.get("kwargs", {}))

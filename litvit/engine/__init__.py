@@ -1,14 +1,14 @@
 """The training engine shared by classification, detection and segmentation.
 
 - :mod:`.distributed`: torchrun / DDP set-up and collective helpers that are no-ops in one process.
-- :mod:`.checkpointing`: atomic checkpoints, keep-last/best, ``--resume auto``, RNG state capture.
+- :mod:`.run_checkpoints`: atomic checkpoints, keep-last/best, ``--resume auto``, RNG state capture.
 - :mod:`.logging`: JSON-lines metrics, progress bars (plain lines when not on a terminal), a logger.
 - :mod:`.guards`: stop on a NaN/inf loss with a clear message.
 - :mod:`.amp`: the ``--amp`` choices, autocast and the float16 loss scaler.
 - :mod:`.config`: dataclass configs from defaults, presets, YAML and command-line overrides.
 - :mod:`.samplers`: a distributed sampler whose batches do not depend on the number of processes.
 """
-from .checkpointing import CheckpointManager, capture_rng_state, restore_rng_state
+from .run_checkpoints import CheckpointManager, capture_rng_state, restore_rng_state
 from .distributed import (
     DistContext,
     all_gather_object,

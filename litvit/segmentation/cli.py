@@ -103,7 +103,7 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from ..engine.config import build_config, dump_config
     from .config import SegTrainConfig
-    from .engine import train
+    from .training import train
 
     cfg = build_config(SegTrainConfig, args)
     if args.print_config:
@@ -125,7 +125,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..engine.amp import resolve_amp
     from ..fileio import write_text_atomic
     from ..cli_options import checkpoint_option
-    from .engine import DatasetInfo, build_dataset, evaluate, load_trained_model
+    from .training import DatasetInfo, build_dataset, evaluate, load_trained_model
     from .metrics import format_metrics
     from .predict import checkpoint_test_scale
     from .transforms import EvalPreset
@@ -170,7 +170,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..engine import get_logger
     from ..engine.amp import resolve_amp
     from ..engine.distributed import resolve_device
-    from .engine import load_trained_model
+    from .training import load_trained_model
     from .predict import predict_images
 
     checkpoint_and_inputs(args)

@@ -126,10 +126,10 @@ def run_demo(
     import torch
 
     from ..classification.demo import demo_model
-    from ..data.synthetic import generate_segmentation
+    from ..synthetic import generate_segmentation
     from ..engine.config import build_config
     from .config import SegTrainConfig
-    from .engine import load_trained_model, train
+    from .training import load_trained_model, train
     from .metrics import format_metrics
     from .predict import predict_images
 

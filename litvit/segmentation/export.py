@@ -26,7 +26,7 @@ def segmenter_for_export(
 
     meta: Dict[str, str] = {}
     if checkpoint_path is not None:
-        from .engine import load_trained_model
+        from .training import load_trained_model
 
         if model_kwargs or num_classes is not None:
             raise ExportError("a segmentation checkpoint holds its own configuration; drop --num-classes/--model-kwargs")

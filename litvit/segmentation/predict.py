@@ -70,7 +70,7 @@ def predict_images(
     alpha: float = 0.5,
 ) -> List[Dict[str, Any]]:
     """Segment each image with ``model`` (and ``meta``, both from
-    :func:`litvit.segmentation.engine.load_trained_model`) and write ``<stem>_mask.png`` (palette
+    :func:`litvit.segmentation.training.load_trained_model`) and write ``<stem>_mask.png`` (palette
     PNG whose pixel values are class indices) and ``<stem>_overlay.png`` (the mask blended over
     the image, opacity ``alpha``) to ``output_dir``. ``images`` are files or folders.
 

@@ -47,6 +47,9 @@ __all__ = [
     "Instance",
     "Scene",
     "synthesize_scene",
+    "classification_scene",
+    "detection_scene",
+    "segmentation_scene",
     "generate_classification",
     "generate_detection",
     "generate_segmentation",
@@ -335,7 +338,7 @@ def _write_atomically(root: PathLike, settings: Dict[str, Any], build: Callable[
     try:
         with atomic_path(root, suffix=".tmp", directory=True) as tmp:
             summary = build(tmp)
-            manifest = {"generator": "litvit.data.synthetic", "version": GENERATOR_VERSION,
+            manifest = {"generator": "litvit.synthetic", "version": GENERATOR_VERSION,
                         "settings": settings, "classes": list(SHAPE_CLASSES), "summary": summary}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             if root.exists():

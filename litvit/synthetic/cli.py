@@ -49,7 +49,7 @@ def run_synth(args: argparse.Namespace) -> int:
     import time
 
     from ..cli_options import UsageError
-    from .synthetic import generate_classification, generate_detection, generate_segmentation
+    from .shapes import generate_classification, generate_detection, generate_segmentation
 
     if not args.output_dir:
         raise UsageError("give the output directory with --output-dir DIR")
