@@ -9,8 +9,8 @@ deformable token merging (DTM) module halves the resolution between stages. LIT-
 position with a learned absolute embedding per stage and classifies from a class token;
 LIT-S/M/B use a relative position bias in every attention block and mean pooling.
 
-This file holds the model alone, written for reading: CPU speed-ups are a separate layer
-(:mod:`litvit.ops`) that swaps modules without touching the state dict. The released
+This file holds the model alone: CPU speed-ups are a separate layer (:func:`litvit.optimize`,
+in :mod:`litvit.accel`) that swaps modules without touching the state dict. The released
 checkpoints use two other key layouts (a PVT-like one for LIT-Ti, a Swin-like one for
 LIT-S/M/B); :func:`checkpoint_filter_fn` maps both (:mod:`._lit_released` holds the names).
 """
@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, Mlp, trunc_normal_, use_fused_attn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, register_notrace_function
 from timm.models._features import feature_take_indices
@@ -49,9 +50,7 @@ def check_image(x: torch.Tensor, stride: int) -> None:
         raise ValueError("LIT expects a B x C x H x W image batch, got shape {}".format(list(x.shape)))
     height, width = x.shape[-2], x.shape[-1]
     if height % stride != 0 or width % stride != 0:
-        raise ValueError(
-            "LIT needs image height and width divisible by {}, got {}x{}".format(stride, height, width)
-        )
+        raise ValueError("LIT needs image height and width divisible by {}, got {}x{}".format(stride, height, width))
 
 
 # --------------------------------------------------------------------- blocks
@@ -342,11 +341,8 @@ class LIT(nn.Module):
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
         """Parameters exempt from weight decay besides biases and norms (which timm skips by ndim)."""
-        names = {"cls_token"}
-        for name, _ in self.named_parameters():
-            if name.endswith("pos_embed") or name.endswith("relative_position_bias_table"):
-                names.add(name)
-        return names
+        tables = {n for n, _ in self.named_parameters() if n.endswith(("pos_embed", "relative_position_bias_table"))}
+        return {"cls_token"} | tables
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -527,9 +523,7 @@ MODEL_CONFIGS: Dict[str, Dict[str, Any]] = {
     "lit_s": dict(
         embed_dims=(96, 192, 384, 768), depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), mlp_ratios=(4, 4, 4, 4)
     ),
-    "lit_m": dict(
-        embed_dims=(96, 192, 384, 768), depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), mlp_ratios=(4, 4, 4, 4)
-    ),
+    "lit_m": dict(embed_dims=(96, 192, 384, 768), depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), mlp_ratios=(4,) * 4),
     "lit_b": dict(
         embed_dims=(128, 256, 512, 1024), depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), mlp_ratios=(4, 4, 4, 4)
     ),
@@ -543,22 +537,12 @@ _RELEASES = "https://github.com/ziplab/LIT/releases/download/v1.0"
 
 def _cfg(url: str = "", **kwargs: Any) -> Dict[str, Any]:
     return {
-        "url": url,
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": (7, 7),
-        "crop_pct": 0.875,
-        "interpolation": "bicubic",
-        "fixed_input_size": False,
-        "mean": (0.485, 0.456, 0.406),
-        "std": (0.229, 0.224, 0.225),
-        "first_conv": "patch_embed.proj",
-        "classifier": "head",
-        "license": "apache-2.0",
-        "paper_ids": "arXiv:2105.14217",
+        "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7), "crop_pct": 0.875,
+        "interpolation": "bicubic", "fixed_input_size": False, "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD, "first_conv": "patch_embed.proj", "classifier": "head",
+        "license": "apache-2.0", "paper_ids": "arXiv:2105.14217",
         "paper_name": "Less is More: Pay Less Attention in Vision Transformers",
-        "origin_url": "https://github.com/ziplab/LIT",
-        **kwargs,
+        "origin_url": "https://github.com/ziplab/LIT", **kwargs,
     }
 
 
