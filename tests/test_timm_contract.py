@@ -117,6 +117,20 @@ def test_fx_trace_matches_eager_at_any_size(tiny_lit, name):
             assert torch.equal(traced(x), model(x))
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_compile_captures_one_graph(tiny_lit, name):
+    # fullgraph=True fails on any graph break; the eager backend checks the capture without Inductor.
+    torch._dynamo.reset()
+    model = with_offsets(tiny_lit(name))
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        x = image(size=OTHER_SIZE)
+        assert_close(compiled(x), model(x))
+    model.train()
+    compiled(image()).sum().backward()  # and the training graph, backward included
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
 @pytest.mark.filterwarnings("ignore:NOTE. The nodes obtained by tracing")
 def test_fx_feature_extractor_trains(tiny_lit):
     from timm.models import create_feature_extractor
