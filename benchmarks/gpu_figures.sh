@@ -32,7 +32,9 @@ MEM_EXTRA=()
 if [[ $DEVICE == cpu ]]; then
     BATCH=${SMOKE_BATCH:-2}
     IMG=${SMOKE_IMG:-224}
-    EXTRA=(--warmup 1 --repeats 1 --steps 1 --no-memory --img-size "$IMG")
+    # A small matmul probe: CPUs without native bfloat16 arithmetic (AVX2 only) multiply
+    # bfloat16 matrices about 100x slower than float32 ones.
+    EXTRA=(--warmup 1 --repeats 1 --steps 1 --no-memory --img-size "$IMG" --matmul-size 256)
     DTM_EXTRA=(--repeats 1 --img-size "$IMG")
     MEM_EXTRA=(--repeats 1)
     DTM_BATCH=2
