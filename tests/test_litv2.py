@@ -1,5 +1,6 @@
 """The LITv2 models: parity with the released implementation, exact sizes, the released key
-layout, HiLo's alpha / window variants and padding, dense features and timm's model API."""
+layout, HiLo's alpha / window variants and padding, dense features and timm's model API
+(TorchScript and torch.fx included)."""
 from __future__ import annotations
 
 import json
@@ -64,9 +65,8 @@ def test_parity_with_released_implementation(parity_v2_dir, tmp_path, case, dtyp
 
     x = expected["input"].to(dtype)
     with torch.no_grad():
-        feature_map, offsets = model.forward_features(x, return_offsets=True)
-        features = model.forward_head(feature_map, pre_logits=True)
-        logits = model.forward_head(feature_map)
+        features = model.forward_head(model.forward_features(x), pre_logits=True)
+        logits, offsets = model.forward_with_offsets(x)
     tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float64 else dict(atol=1e-4, rtol=1e-4)
     assert_close(logits, expected["logits"].to(dtype), **tol)
     assert_close(features, expected["features"].to(dtype), **tol)
@@ -259,6 +259,56 @@ def test_prune_intermediate_layers():
     assert len(model.stages) == 3 and isinstance(model.head, torch.nn.Identity)
     maps = model.forward_intermediates(torch.randn(1, 3, 64, 64), indices=[1, 2], intermediates_only=True)
     assert [m.shape[1] for m in maps] == [32, 64]
+
+
+# ----------------------------------------------------------------------------- TorchScript and fx
+def with_offsets(model: LITv2) -> LITv2:
+    """Non-zero DTM offsets, so that deformable sampling leaves the regular grid."""
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for stage in model.stages:
+            if stage.downsample is not None:
+                stage.downsample.offset_conv.weight.normal_(0, 0.5)
+                stage.downsample.offset_conv.bias.normal_(0, 0.5)
+    return model
+
+
+# With window 4, a 96 px side gives stage 3 six tokens: padded to eight.
+SIZES = ((64, 64), (96, 64))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+@pytest.mark.parametrize("local_ws", [2, 4], ids=["window2", "window4"])
+def test_torchscript_matches_eager(local_ws):
+    model = with_offsets(tiny_litv2(local_ws=local_ws))
+    scripted = torch.jit.script(model)
+    for size in SIZES:
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            # The scripted DTM runs torchvision's deform_conv2d, the eager one grid_sample.
+            assert_close(scripted(x), model(x), atol=1e-5, rtol=1e-5)
+            assert_close(scripted.forward_features(x), model.forward_features(x), atol=1e-5, rtol=1e-5)
+
+
+def test_fx_trace_matches_eager_at_any_size():
+    model = with_offsets(tiny_litv2(local_ws=4))
+    traced = torch.fx.symbolic_trace(model)
+    with torch.no_grad():
+        for size in SIZES:
+            x = torch.randn(2, 3, *size)
+            assert torch.equal(traced(x), model(x))
+
+
+@pytest.mark.filterwarnings("ignore:NOTE. The nodes obtained by tracing")
+def test_fx_feature_extractor_trains():
+    from timm.models import create_feature_extractor
+
+    model = tiny_litv2(drop_path_rate=0.1).train()
+    extractor = create_feature_extractor(model, return_nodes={"stages.2": "stage3", "head": "logits"})
+    out = extractor(torch.randn(2, 3, 64, 96))
+    assert out["logits"].shape == (2, 10) and out["stage3"][0].shape[-1] == 64
+    (out["logits"].sum() + out["stage3"][0].sum()).backward()
+    assert all(p.grad is not None for p in model.parameters())
 
 
 def test_torch_export_matches_eager():

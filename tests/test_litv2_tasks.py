@@ -171,8 +171,6 @@ def test_dense_demos_follow_the_model_option(tmp_path, monkeypatch, capsys):
 # ----------------------------------------------------------------------------- graph capture
 def test_compiles_without_graph_breaks():
     # torch.compile(fullgraph=True) fails on any graph break; the eager backend skips Inductor.
-    # (Unlike LIT, LITv2 is not TorchScript-scriptable or torch.fx-traceable: HiLo's window split
-    # takes Python ints from the input's shape; torch.export and ONNX cover deployment.)
     torch._dynamo.reset()
     torch.manual_seed(0)
     model = timm.create_model("litv2_s", num_classes=10, local_ws=4, img_size=64, **ARCH).eval()

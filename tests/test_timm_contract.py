@@ -1,6 +1,6 @@
 """timm's model contract on tiny LIT models: output formats, intermediates and pruning,
-TorchScript, torch.fx, gradient checkpointing, classifier reset, parameter groups and
-``features_only``. LIT-Ti is the class-token model, LIT-S stands for LIT-S/M/B."""
+TorchScript, torch.fx, gradient checkpointing, classifier reset, parameter groups, device /
+dtype arguments and ``features_only``. LIT-Ti is the class-token model, LIT-S stands for LIT-S/M/B."""
 from __future__ import annotations
 
 import warnings
@@ -83,12 +83,15 @@ def test_prune_intermediate_layers_keeps_the_taken_maps(tiny_lit, name):
     assert_close(pruned, [maps[0], maps[2]])
 
 
-def test_prune_without_dropping_stages_keeps_the_class_token_map(tiny_lit):
+@pytest.mark.parametrize("prune_head", [False, True])
+def test_prune_without_dropping_stages_keeps_the_class_token_map(tiny_lit, prune_head):
+    # The class token joins the last stage's attention: it stays while that stage does.
     model = tiny_lit("lit_ti")
     x = image()
     maps = model.forward_intermediates(x, intermediates_only=True)
-    model.prune_intermediate_layers(indices=4, prune_head=False)
+    model.prune_intermediate_layers(indices=4, prune_head=prune_head)
     assert model.cls_token is not None and len(model.stages) == 4
+    assert isinstance(model.head, torch.nn.Identity) == prune_head
     assert_close(model.forward_intermediates(x, intermediates_only=True), maps)
 
 
@@ -215,6 +218,27 @@ def test_no_weight_decay_reaches_timms_optimizer_groups(tiny_lit, name):
     for n, p in model.named_parameters():
         if n in position:
             assert id(p) in no_decay_ids, n
+
+
+# ----------------------------------------------------------------------------- device and dtype
+LITV2_TINY = dict(embed_dims=(16, 32, 64, 128), depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), img_size=64)
+
+
+@pytest.mark.parametrize("name", NAMES + ("litv2_s",))
+def test_built_on_the_device_and_dtype_asked_for(name):
+    # timm's factory convention: every parameter and buffer is made where asked (on the meta
+    # device nothing is allocated), and a new head follows the model's device and dtype.
+    arch = LITV2_TINY if name.startswith("litv2") else TINY_KWARGS
+    model = timm.create_model(name, num_classes=10, device="meta", dtype=torch.float64, **arch)
+    tensors = [*model.parameters(), *model.buffers()]
+    assert all(t.device.type == "meta" for t in tensors)
+    assert all(t.dtype == torch.float64 for t in tensors if t.is_floating_point())
+    assert model.in_chans == 3
+    model.eval().reset_classifier(4)
+    assert (model.head.weight.device.type, model.head.weight.dtype) == ("meta", torch.float64)
+    assert not model.head.training
+    out = model(torch.empty(2, 3, 64, 96, device="meta", dtype=torch.float64))
+    assert out.shape == (2, 4) and out.dtype == torch.float64
 
 
 # ----------------------------------------------------------------------------- features_only

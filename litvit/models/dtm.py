@@ -14,6 +14,7 @@ from timm.models import register_notrace_function
 from torchvision.ops import deform_conv2d
 
 from ..ops.deform import deform_conv2x2
+from .layers import factory_kwargs
 
 __all__ = ["DeformableTokenMerging"]
 
@@ -22,6 +23,10 @@ __all__ = ["DeformableTokenMerging"]
 @torch.fx.wrap
 @register_notrace_function
 def deform_conv(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    if torch.jit.is_scripting():
+        # The grid_sample form picks its kernel in Python at run time, beyond TorchScript;
+        # torchvision's op computes the same function.
+        return deform_conv2d(x, offset, weight, bias, stride=(2, 2))
     return deform_conv2x2(x, offset, weight, bias)
 
 
@@ -31,11 +36,14 @@ class DeformableTokenMerging(nn.Module):
     ``offset_conv`` predicts the offsets, ``proj`` holds the deformable kernel's weight and bias.
     """
 
-    def __init__(self, in_chans: int, out_chans: int):
+    def __init__(
+        self, in_chans: int, out_chans: int, device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None
+    ):
         super().__init__()
-        self.offset_conv = nn.Conv2d(in_chans, 8, kernel_size=2, stride=2)
-        self.proj = nn.Conv2d(in_chans, out_chans, kernel_size=2, stride=2)
-        self.norm = nn.BatchNorm2d(out_chans)
+        dd = factory_kwargs(device, dtype)
+        self.offset_conv = nn.Conv2d(in_chans, 8, kernel_size=2, stride=2, **dd)
+        self.proj = nn.Conv2d(in_chans, out_chans, kernel_size=2, stride=2, **dd)
+        self.norm = nn.BatchNorm2d(out_chans, **dd)
         self.act = nn.GELU()
         self.reset_offsets()
 
@@ -56,11 +64,5 @@ class DeformableTokenMerging(nn.Module):
         # The tokens seen as a channels-last map: no copy.
         x = x.reshape(batch, grid[0], grid[1], channels).permute(0, 3, 1, 2)
         offset = self.offset_conv(x)
-        if torch.jit.is_scripting():
-            # The grid_sample form picks its kernel in Python at run time, beyond TorchScript;
-            # torchvision's op computes the same function.
-            out = deform_conv2d(x, offset, self.proj.weight, self.proj.bias, stride=(2, 2))
-        else:
-            out = deform_conv(x, offset, self.proj.weight, self.proj.bias)
-        out = self.act(self.norm(out))
+        out = self.act(self.norm(deform_conv(x, offset, self.proj.weight, self.proj.bias)))
         return out.flatten(2).transpose(1, 2), (out.shape[2], out.shape[3]), offset

@@ -9,20 +9,39 @@ The heads of one layer split in two groups that see the map at two frequencies:
 Each group has its own projections; their outputs are concatenated along channels. Both run
 through ``scaled_dot_product_attention``.
 """
-from __future__ import annotations
-
-from typing import Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import use_fused_attn
+from timm.models import register_notrace_function
 
 from ..ops.capture import is_exporting
+from .layers import factory_kwargs
 
 __all__ = ["HiLoAttention"]
 
 Grid = Tuple[int, int]
+
+
+# A leaf under torch.fx: whether to pad depends on the map's size, known only when it runs.
+@torch.fx.wrap
+@register_notrace_function
+def pad_to_windows(x: torch.Tensor, window: int) -> torch.Tensor:
+    """A ``B x H x W x C`` map zero-padded at the bottom and right to whole ``window x window`` windows."""
+    height, width = x.shape[1], x.shape[2]
+    # Written as ceil(side / ws) * ws - side so that a symbolic (exported) size simplifies.
+    pad_h = (height + window - 1) // window * window - height
+    pad_w = (width + window - 1) // window * window - width
+    exporting = False
+    if not torch.jit.is_scripting():
+        exporting = is_exporting()
+    # Exported graphs always pad (by zero where the window divides the map), so that the
+    # padding follows the image size rather than the example's.
+    if window > 1 and (exporting or pad_h > 0 or pad_w > 0):
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    return x
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fused: bool, dropout_p: float) -> torch.Tensor:
@@ -46,9 +65,11 @@ class HiLoAttention(nn.Module):
     fused_attn: bool
 
     def __init__(
-        self, dim: int, num_heads: int, window: int = 2, alpha: float = 0.9, qkv_bias: bool = True, attn_drop: float = 0.0
+        self, dim: int, num_heads: int, window: int = 2, alpha: float = 0.9, qkv_bias: bool = True, attn_drop: float = 0.0,
+        device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
+        dd = factory_kwargs(device, dtype)
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         if window < 1:
@@ -60,11 +81,11 @@ class HiLoAttention(nn.Module):
         self.attn_drop = attn_drop
         self.fused_attn = use_fused_attn()
         lofi_dim, hifi_dim = self.lofi_heads * self.head_dim, self.hifi_heads * self.head_dim
-        self.hifi_qkv = nn.Linear(dim, 3 * hifi_dim, bias=qkv_bias) if self.hifi_heads else None
-        self.hifi_proj = nn.Linear(hifi_dim, hifi_dim) if self.hifi_heads else None
-        self.lofi_q = nn.Linear(dim, lofi_dim, bias=qkv_bias) if self.lofi_heads else None
-        self.lofi_kv = nn.Linear(dim, 2 * lofi_dim, bias=qkv_bias) if self.lofi_heads else None
-        self.lofi_proj = nn.Linear(lofi_dim, lofi_dim) if self.lofi_heads else None
+        self.hifi_qkv = nn.Linear(dim, 3 * hifi_dim, bias=qkv_bias, **dd) if self.hifi_heads else None
+        self.hifi_proj = nn.Linear(hifi_dim, hifi_dim, **dd) if self.hifi_heads else None
+        self.lofi_q = nn.Linear(dim, lofi_dim, bias=qkv_bias, **dd) if self.lofi_heads else None
+        self.lofi_kv = nn.Linear(dim, 2 * lofi_dim, bias=qkv_bias, **dd) if self.lofi_heads else None
+        self.lofi_proj = nn.Linear(lofi_dim, lofi_dim, **dd) if self.lofi_heads else None
 
     def _hifi_qkv(self, x: torch.Tensor) -> torch.Tensor:
         """``3 x (B * windows) x heads x ws*ws x head_dim`` from a ``B x H x W x C`` map."""
@@ -102,38 +123,26 @@ class HiLoAttention(nn.Module):
         out = _attention(q, k, v, self.fused_attn, self.attn_drop if self.training else 0.0)
         return self.lofi_proj(out.transpose(1, 2).reshape(batch, height, width, self.lofi_heads * self.head_dim))
 
-    def _padding(self, grid: Grid) -> Tuple[int, int, bool]:
-        height, width = grid
-        ws = self.window
-        # Written as ceil(side / ws) * ws - side so that a symbolic (exported) size simplifies.
-        pad_h, pad_w = (height + ws - 1) // ws * ws - height, (width + ws - 1) // ws * ws - width
-        # Exported graphs always pad and crop (by zero where the window divides the map), so that
-        # the padding follows the image size rather than the example's.
-        return pad_h, pad_w, self.window > 1 and (is_exporting() or bool(pad_h) or bool(pad_w))
-
-    def _grid_tokens(self, x: torch.Tensor, grid: Grid) -> Tuple[torch.Tensor, bool]:
+    def _grid_tokens(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         """``B x N x C`` tokens as a ``B x H x W x C`` map, padded to whole windows."""
-        pad_h, pad_w, padded = self._padding(grid)
-        x = x.reshape(x.shape[0], grid[0], grid[1], x.shape[-1])
-        return (F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if padded else x), padded
+        return pad_to_windows(x.reshape(x.shape[0], grid[0], grid[1], x.shape[-1]), self.window)
 
     def attention_probs(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         """``B x heads x N x N`` attention weights of every head (see :meth:`_dense_probs`)."""
-        return self._dense_probs(self._grid_tokens(x, grid)[0], grid)
+        return self._dense_probs(self._grid_tokens(x, grid), grid)
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         batch, num_tokens, channels = x.shape
         height, width = grid
-        x, padded = self._grid_tokens(x, grid)
-        branches = []
-        if self.hifi_heads:
+        x = self._grid_tokens(x, grid)
+        branches: List[torch.Tensor] = []
+        if self.hifi_qkv is not None:
             branches.append(self.hifi(x))
-        if self.lofi_heads:
+        if self.lofi_q is not None:
             branches.append(self.lofi(x))
         out = branches[0] if len(branches) == 1 else torch.cat(branches, dim=-1)
-        if padded:
-            out = out[:, :height, :width]
-        return out.reshape(batch, num_tokens, channels)
+        # Drops the padding; a view of the whole map where there is none.
+        return out[:, :height, :width].reshape(batch, num_tokens, channels)
 
     def _dense_probs(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         """``B x heads x N x N`` attention weights of every head on the grid tokens (Hi-Fi heads first).

@@ -24,14 +24,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, Mlp, trunc_normal_, use_fused_attn
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, register_notrace_function
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ._lit_released import released_to_model_keys
 from .dtm import DeformableTokenMerging
+from .layers import PatchEmbed, check_image, factory_kwargs, parent_factory_kwargs
 from .pos_embed import rel_pos_bias, resize_abs_pos_embed, resize_rel_pos_table, stage_pos_embed
 
-# Their grids are traced values under torch.fx: the calls stay leaves of the graph.
+# They read traced shapes under torch.fx: the calls stay leaves of the graph.
+torch.fx.wrap("check_image")
 torch.fx.wrap("rel_pos_bias")
 torch.fx.wrap("stage_pos_embed")
 
@@ -41,34 +43,7 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------- input check
-@torch.fx.wrap
-@register_notrace_function
-def check_image(x: torch.Tensor, stride: int) -> None:
-    """A clear error for inputs LIT cannot take (not ``B x C x H x W``, or sides not multiples of 32)."""
-    if x.dim() != 4:
-        raise ValueError("LIT expects a B x C x H x W image batch, got shape {}".format(list(x.shape)))
-    height, width = x.shape[-2], x.shape[-1]
-    if height % stride != 0 or width % stride != 0:
-        raise ValueError("LIT needs image height and width divisible by {}, got {}x{}".format(stride, height, width))
-
-
 # --------------------------------------------------------------------- blocks
-class PatchEmbed(nn.Module):
-    """4x4 stride-4 convolution to tokens, then LayerNorm."""
-
-    def __init__(self, in_chans: int, embed_dim: int, patch_size: int = 4, norm_eps: float = 1e-5):
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        x = self.proj(x)
-        grid = (x.shape[2], x.shape[3])
-        return self.norm(x.flatten(2).transpose(1, 2)), grid
-
-
 class Attention(nn.Module):
     """Global multi-head self-attention, with a learned relative position bias when built with a grid."""
 
@@ -76,23 +51,24 @@ class Attention(nn.Module):
 
     def __init__(
         self, dim: int, num_heads: int, qkv_bias: bool = True, rel_pos_grid: Optional[Tuple[int, int]] = None,
-        attn_drop: float = 0.0, proj_drop: float = 0.0,
+        attn_drop: float = 0.0, proj_drop: float = 0.0, device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
+        dd = factory_kwargs(device, dtype)
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
         self.fused_attn = use_fused_attn()
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
         self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
         if rel_pos_grid is not None:
             h, w = rel_pos_grid
             self.rel_pos_grid = (int(h), int(w))
-            self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * h - 1) * (2 * w - 1), num_heads))
+            self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * h - 1) * (2 * w - 1), num_heads, **dd))
             trunc_normal_(self.relative_position_bias_table, std=0.02)
         else:
             self.rel_pos_grid = (0, 0)
@@ -143,11 +119,12 @@ class MlpBlock(nn.Module):
 
     def __init__(
         self, dim: int, mlp_ratio: float, drop_path: float = 0.0, proj_drop: float = 0.0,
-        norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+        norm_layer: Callable[..., nn.Module] = nn.LayerNorm, device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        dd = factory_kwargs(device, dtype)
+        self.norm2 = norm_layer(dim, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
@@ -161,13 +138,14 @@ class Block(nn.Module):
     def __init__(
         self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool = True,
         rel_pos_grid: Optional[Tuple[int, int]] = None, drop_path: float = 0.0, proj_drop: float = 0.0,
-        attn_drop: float = 0.0, norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+        attn_drop: float = 0.0, norm_layer: Callable[..., nn.Module] = nn.LayerNorm, device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
-        self.norm1 = norm_layer(dim)
-        self.attn = Attention(dim, num_heads, qkv_bias, rel_pos_grid, attn_drop, proj_drop)
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        dd = factory_kwargs(device, dtype)
+        self.norm1 = norm_layer(dim, **dd)
+        self.attn = Attention(dim, num_heads, qkv_bias, rel_pos_grid, attn_drop, proj_drop, **dd)
+        self.norm2 = norm_layer(dim, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
@@ -183,14 +161,16 @@ class LITStage(nn.Module):
         downsample: bool, grid: Tuple[int, int], abs_pos_embed: bool, rel_pos_bias: bool,
         num_prefix_tokens: int = 0, qkv_bias: bool = True, drop_path: Sequence[float] = (),
         proj_drop: float = 0.0, attn_drop: float = 0.0, norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+        device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
+        dd = factory_kwargs(device, dtype)
         self.grid = (int(grid[0]), int(grid[1]))
         self.num_prefix_tokens = num_prefix_tokens
         self.grad_checkpointing = False
-        self.downsample = DeformableTokenMerging(in_dim, dim) if downsample else None
+        self.downsample = DeformableTokenMerging(in_dim, dim, **dd) if downsample else None
         if abs_pos_embed:
-            self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1] + num_prefix_tokens, dim))
+            self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1] + num_prefix_tokens, dim, **dd))
             trunc_normal_(self.pos_embed, std=0.02)
         else:
             self.pos_embed = None
@@ -198,11 +178,11 @@ class LITStage(nn.Module):
         if use_attn:
             rel_grid = self.grid if rel_pos_bias else None
             blocks = [
-                Block(dim, num_heads, mlp_ratio, qkv_bias, rel_grid, rates[i], proj_drop, attn_drop, norm_layer)
+                Block(dim, num_heads, mlp_ratio, qkv_bias, rel_grid, rates[i], proj_drop, attn_drop, norm_layer, **dd)
                 for i in range(depth)
             ]
         else:
-            blocks = [MlpBlock(dim, mlp_ratio, rates[i], proj_drop, norm_layer) for i in range(depth)]
+            blocks = [MlpBlock(dim, mlp_ratio, rates[i], proj_drop, norm_layer, **dd) for i in range(depth)]
         self.blocks = nn.ModuleList(blocks)
 
     def forward(
@@ -269,8 +249,10 @@ class LIT(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         feature_norms: bool = False,
+        device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
+        dd = factory_kwargs(device, dtype)
         if pos_embed not in ("abs", "rel"):
             raise ValueError(f"pos_embed must be 'abs' or 'rel', got {pos_embed!r}")
         if global_pool not in ("token", "avg", ""):
@@ -279,6 +261,7 @@ class LIT(nn.Module):
         num_stages = len(depths)
         self.num_classes = num_classes
         self.global_pool = global_pool
+        self.in_chans = in_chans
         self.img_size = img_size
         self.patch_size = patch_size
         self.pos_embed_type = pos_embed
@@ -288,12 +271,12 @@ class LIT(nn.Module):
         self.grad_checkpointing = False
         # The class token exists only where the head reads it.
         self.num_prefix_tokens = 1 if global_pool == "token" else 0
-        norm_layer = partial(nn.LayerNorm, eps=norm_eps)
+        norm_layer = partial(nn.LayerNorm, eps=norm_eps)  # device / dtype go with each call
 
-        self.patch_embed = PatchEmbed(in_chans, embed_dims[0], patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims[-1])) if self.num_prefix_tokens else None
+        self.patch_embed = PatchEmbed(in_chans, embed_dims[0], patch_size, **dd)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims[-1], **dd)) if self.num_prefix_tokens else None
 
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # also under a meta device
         stages, self.feature_info = [], []
         grid = (img_size[0] // patch_size, img_size[1] // patch_size)
         reduction = patch_size
@@ -308,17 +291,17 @@ class LIT(nn.Module):
                     abs_pos_embed=pos_embed == "abs", rel_pos_bias=pos_embed == "rel",
                     num_prefix_tokens=self.num_prefix_tokens if i == num_stages - 1 else 0, qkv_bias=qkv_bias,
                     drop_path=dpr[sum(depths[:i]) : sum(depths[: i + 1])], proj_drop=proj_drop_rate,
-                    attn_drop=attn_drop_rate, norm_layer=norm_layer,
+                    attn_drop=attn_drop_rate, norm_layer=norm_layer, **dd,
                 )
             )
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=reduction, module=f"stages.{i}"))
         self.stages = nn.ModuleList(stages)
-        self.norm = norm_layer(embed_dims[-1])
+        self.norm = norm_layer(embed_dims[-1], **dd)
         self.feature_norms = (
-            nn.ModuleList([nn.Identity()] + [norm_layer(d) for d in embed_dims[1:]]) if feature_norms else None
+            nn.ModuleList([nn.Identity()] + [norm_layer(d, **dd) for d in embed_dims[1:]]) if feature_norms else None
         )
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.head = nn.Linear(embed_dims[-1], num_classes, **dd) if num_classes > 0 else nn.Identity()
 
         if self.cls_token is not None:
             trunc_normal_(self.cls_token, std=0.02)
@@ -367,7 +350,9 @@ class LIT(nn.Module):
             if global_pool == "token" and self.cls_token is None:
                 raise ValueError("this model has no class token; use global_pool='avg'")
             self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        dd = parent_factory_kwargs(self)
+        self.head = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.head.train(self.training)
 
     @torch.jit.ignore
     def offset_parameters(self) -> List[nn.Parameter]:
@@ -457,15 +442,16 @@ class LIT(nn.Module):
     ) -> List[int]:
         """Keep the stages up to the last one ``indices`` takes; returns the indices taken."""
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        if max_index < len(self.stages) - 1:
-            # The final norm, the class token and the head read stage 4: they go with it.
-            prune_norm = prune_head = True
+        drops_last = max_index < len(self.stages) - 1
+        # The final norm and the head read stage 4: they go with it.
+        prune_norm, prune_head = prune_norm or drops_last, prune_head or drops_last
         self.stages = self.stages[: max_index + 1]
         if prune_norm:
             self.norm = nn.Identity()
-        if prune_head:
+        if drops_last:  # the class token joins in stage 4 only
             self.cls_token = None
             self.num_prefix_tokens = 0
+        if prune_head:
             self.reset_classifier(0, "")
         return take_indices
 

@@ -18,8 +18,6 @@ models) HiLo is plain multi-head self-attention.
 
 The released checkpoints use a Swin-like key layout; :func:`checkpoint_filter_fn` maps it.
 """
-from __future__ import annotations
-
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -30,7 +28,11 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 
 from .hilo import HiLoAttention
-from .lit import DeformableTokenMerging, PatchEmbed
+from .dtm import DeformableTokenMerging
+from .layers import PatchEmbed, check_image, factory_kwargs, parent_factory_kwargs
+
+# It reads the traced input's shape under torch.fx: the call stays a leaf of the graph.
+torch.fx.wrap("check_image")
 
 __all__ = ["LITv2", "HiLoAttention", "checkpoint_filter_fn", "MODEL_CONFIGS", "DEFAULT_DROP_PATH", "set_reference_path"]
 
@@ -40,13 +42,14 @@ Grid = Tuple[int, int]
 class ConvFFN(nn.Module):
     """Linear -> 3x3 depthwise conv -> GELU -> Linear, on ``B x N x C`` tokens of an ``H x W`` grid."""
 
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, kernel_size=3, padding=1, groups=hidden_dim)
+        dd = factory_kwargs(device, dtype)
+        self.fc1 = nn.Linear(dim, hidden_dim, **dd)
+        self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, kernel_size=3, padding=1, groups=hidden_dim, **dd)
         self.act = nn.GELU()
         self.drop = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.fc2 = nn.Linear(hidden_dim, dim, **dd)
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         batch, num_tokens, _ = x.shape
@@ -62,10 +65,14 @@ class ConvFFN(nn.Module):
 class ConvFFNBlock(nn.Module):
     """Stages 1-2: ``x = x + DropPath(ConvFFN(LN(x)))``."""
 
-    def __init__(self, dim: int, mlp_ratio: float, drop_path: float = 0.0, proj_drop: float = 0.0, norm_eps: float = 1e-5):
+    def __init__(
+        self, dim: int, mlp_ratio: float, drop_path: float = 0.0, proj_drop: float = 0.0, norm_eps: float = 1e-5,
+        device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None,
+    ):
         super().__init__()
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = ConvFFN(dim, int(dim * mlp_ratio), proj_drop)
+        dd = factory_kwargs(device, dtype)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps, **dd)
+        self.mlp = ConvFFN(dim, int(dim * mlp_ratio), proj_drop, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
@@ -87,12 +94,15 @@ class HiLoBlock(nn.Module):
         proj_drop: float = 0.0,
         attn_drop: float = 0.0,
         norm_eps: float = 1e-5,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = HiLoAttention(dim, num_heads, window, alpha, qkv_bias, attn_drop)
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = ConvFFN(dim, int(dim * mlp_ratio), proj_drop)
+        dd = factory_kwargs(device, dtype)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps, **dd)
+        self.attn = HiLoAttention(dim, num_heads, window, alpha, qkv_bias, attn_drop, **dd)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps, **dd)
+        self.mlp = ConvFFN(dim, int(dim * mlp_ratio), proj_drop, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
@@ -118,18 +128,21 @@ class LITv2Stage(nn.Module):
         proj_drop: float = 0.0,
         attn_drop: float = 0.0,
         norm_eps: float = 1e-5,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
+        dd = factory_kwargs(device, dtype)
         self.grad_checkpointing = False
-        self.downsample = DeformableTokenMerging(in_dim, dim) if downsample else None
+        self.downsample = DeformableTokenMerging(in_dim, dim, **dd) if downsample else None
         rates = list(drop_path) or [0.0] * depth
         if window:
             blocks = [
-                HiLoBlock(dim, num_heads, mlp_ratio, window, alpha, qkv_bias, rates[i], proj_drop, attn_drop, norm_eps)
+                HiLoBlock(dim, num_heads, mlp_ratio, window, alpha, qkv_bias, rates[i], proj_drop, attn_drop, norm_eps, **dd)
                 for i in range(depth)
             ]
         else:
-            blocks = [ConvFFNBlock(dim, mlp_ratio, rates[i], proj_drop, norm_eps) for i in range(depth)]
+            blocks = [ConvFFNBlock(dim, mlp_ratio, rates[i], proj_drop, norm_eps, **dd) for i in range(depth)]
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x: torch.Tensor, grid: Grid) -> Tuple[torch.Tensor, Grid, Optional[torch.Tensor]]:
@@ -188,8 +201,11 @@ class LITv2(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         feature_norms: bool = False,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
+        dd = factory_kwargs(device, dtype)
         if global_pool not in ("avg", ""):
             raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
         if not 0.0 <= alpha <= 1.0:
@@ -197,6 +213,7 @@ class LITv2(nn.Module):
         num_stages = len(depths)
         self.num_classes = num_classes
         self.global_pool = global_pool
+        self.in_chans = in_chans
         self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.embed_dims = list(embed_dims)
         self.alpha = alpha
@@ -206,7 +223,7 @@ class LITv2(nn.Module):
         self.num_prefix_tokens = 0
         self.grad_checkpointing = False
 
-        self.patch_embed = PatchEmbed(in_chans, embed_dims[0], patch_size, norm_eps)
+        self.patch_embed = PatchEmbed(in_chans, embed_dims[0], patch_size, norm_eps, **dd)
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # also under a meta device
         stages, self.feature_info = [], []
         for i in range(num_stages):
@@ -225,18 +242,19 @@ class LITv2(nn.Module):
                     proj_drop=proj_drop_rate,
                     attn_drop=attn_drop_rate,
                     norm_eps=norm_eps,
+                    **dd,
                 )
             )
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=patch_size * 2**i, module=f"stages.{i}"))
         self.stages = nn.ModuleList(stages)
-        self.norm = nn.LayerNorm(embed_dims[-1], eps=norm_eps)
+        self.norm = nn.LayerNorm(embed_dims[-1], eps=norm_eps, **dd)
         self.feature_norms = (
-            nn.ModuleList([nn.Identity()] + [nn.LayerNorm(d, eps=norm_eps) for d in embed_dims[1:]])
+            nn.ModuleList([nn.Identity()] + [nn.LayerNorm(d, eps=norm_eps, **dd) for d in embed_dims[1:]])
             if feature_norms
             else None
         )
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.head = nn.Linear(embed_dims[-1], num_classes, **dd) if num_classes > 0 else nn.Identity()
 
         self.apply(self._init_weights)
         for stage in self.stages:
@@ -288,37 +306,34 @@ class LITv2(nn.Module):
             if global_pool not in ("avg", ""):
                 raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
             self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        dd = parent_factory_kwargs(self)
+        self.head = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.head.train(self.training)
 
     def offset_parameters(self) -> List[nn.Parameter]:
         """Parameters of the DTM offset predictors (trained at a reduced learning rate)."""
         return [p for s in self.stages if s.downsample is not None for p in s.downsample.offset_conv.parameters()]
 
     # ----------------------------------------------------------------- forward
-    def _stem(self, x: torch.Tensor) -> Tuple[torch.Tensor, Grid]:
-        if x.ndim != 4:
-            raise ValueError(f"LITv2 expects a B x C x H x W image batch, got shape {tuple(x.shape)}")
-        height, width = x.shape[-2:]
-        if height % self.stride or width % self.stride:
-            raise ValueError(f"LITv2 needs image height and width divisible by {self.stride}, got {height}x{width}")
-        return self.patch_embed(x)
-
-    @staticmethod
-    def _to_map(x: torch.Tensor, grid: Grid) -> torch.Tensor:
-        return x.transpose(1, 2).reshape(x.shape[0], -1, grid[0], grid[1])
-
-    def forward_features(
-        self, x: torch.Tensor, return_offsets: bool = False
-    ) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The final normalised ``B x C x H/32 x W/32`` map; optionally the three DTM offset maps."""
-        x, grid = self._stem(x)
-        offsets = []
+    def _forward_stages(self, x: torch.Tensor) -> Tuple[torch.Tensor, Grid, List[torch.Tensor]]:
+        """Tokens after the last stage, their grid and the DTM offsets."""
+        check_image(x, self.stride, "LITv2")
+        x, grid = self.patch_embed(x)
+        offsets: List[torch.Tensor] = []
         for stage in self.stages:
             x, grid, offset = stage(x, grid)
             if offset is not None:
                 offsets.append(offset)
-        x = self._to_map(self.norm(x), grid)
-        return (x, offsets) if return_offsets else x
+        return x, grid, offsets
+
+    @staticmethod
+    def _to_map(x: torch.Tensor, grid: Grid) -> torch.Tensor:
+        return x.transpose(1, 2).reshape(x.shape[0], x.shape[-1], grid[0], grid[1])
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The final normalised ``B x C x H/32 x W/32`` map."""
+        x, grid, _ = self._forward_stages(x)
+        return self._to_map(self.norm(x), grid)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == "avg":
@@ -329,10 +344,11 @@ class LITv2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @torch.jit.ignore
     def forward_with_offsets(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Logits and the offsets predicted by the three DTMs (stage order, ``B x 8 x h x w`` each)."""
-        features, offsets = self.forward_features(x, return_offsets=True)
-        return self.forward_head(features), offsets
+        x, grid, offsets = self._forward_stages(x)
+        return self.forward_head(self._to_map(self.norm(x), grid)), offsets
 
     def forward_intermediates(
         self,
@@ -355,7 +371,8 @@ class LITv2(nn.Module):
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         stages = self.stages[: max_index + 1] if stop_early else self.stages
         intermediates = []
-        x, grid = self._stem(x)
+        check_image(x, self.stride, "LITv2")
+        x, grid = self.patch_embed(x)
         for i, stage in enumerate(stages):
             x, grid, _ = stage(x, grid)
             if i in take_indices:
@@ -382,13 +399,11 @@ class LITv2(nn.Module):
 
 
 def set_reference_path(model: nn.Module, enable: bool = True) -> nn.Module:
-    """Run a LITv2's attention as explicit softmax products and its DTMs on torchvision's
-    deformable convolution (``enable=False``: back to the fast paths), to check the fast paths."""
+    """Run a LITv2's attention as explicit softmax products (``enable=False``: back to
+    ``scaled_dot_product_attention``), to check the fused path."""
     for module in model.modules():
         if isinstance(module, HiLoAttention):
             module.fused_attn = False if enable else use_fused_attn()
-        elif isinstance(module, DeformableTokenMerging):
-            module.use_reference = enable
     return model
 
 

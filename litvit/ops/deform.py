@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import re
+from contextlib import nullcontext
 from typing import Optional, Tuple
 
 import torch
@@ -167,7 +168,9 @@ def deform_sample2x2(x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     )
     scale = 2.0 / extent.clamp(min=1)
     grid = (loc.flip(-1) * scale - 1.0).reshape(batch, 4, out_h * out_w, 2)
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    # (The meta device, where shapes are worked out without data, has no autocast to leave.)
+    no_autocast = nullcontext() if x.device.type == "meta" else torch.autocast(x.device.type, enabled=False)
+    with no_autocast:
         samples = F.grid_sample(
             x.to(compute_dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=True
         )  # B x C x 4 x N
