@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from litvit.engine.amp import AMP_CHOICES, autocast, grad_scaler, resolve_amp
+from litvit.engine.amp import AMP_CHOICES, autocast, cpu_has_native_bf16, grad_scaler, resolve_amp
+from litvit.engine.amp import _warn_slow_cpu_bf16
 from litvit.errors import LitvitError
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -20,6 +21,16 @@ def test_explicit_choices_hold_on_any_device():
     with pytest.raises(LitvitError, match="choose from auto, bf16, fp16, none"):
         resolve_amp("half", CPU)
     assert AMP_CHOICES == ("auto", "bf16", "fp16", "none")
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_once(capsys):
+    # AVX2-only CPUs multiply bfloat16 matrices about 100x slower than float32 ones.
+    _warn_slow_cpu_bf16.cache_clear()
+    for _ in range(2):
+        resolve_amp("bf16", CPU)
+    resolve_amp("bf16", CUDA)
+    err = capsys.readouterr().err
+    assert err.count("no native bfloat16") == (0 if cpu_has_native_bf16() else 1)  # and never for CUDA
 
 
 def test_auto_is_float32_on_cpu_and_the_task_default_on_cuda(monkeypatch):

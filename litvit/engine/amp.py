@@ -1,13 +1,15 @@
 """Mixed precision: one ``--amp`` vocabulary for every task, and the loss scaler float16 needs."""
 from __future__ import annotations
 
+import functools
+import sys
 from typing import Optional
 
 import torch
 
 from ..errors import LitvitError
 
-__all__ = ["AMP_CHOICES", "resolve_amp", "autocast", "grad_scaler"]
+__all__ = ["AMP_CHOICES", "resolve_amp", "autocast", "grad_scaler", "cpu_has_native_bf16"]
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "none")
 # "off" was the segmentation configs' word; YAML reads an unquoted off/no/false as a boolean,
@@ -33,7 +35,28 @@ def resolve_amp(amp: str, device: torch.device, auto_cuda: torch.dtype = torch.b
     key = str(amp).lower()
     if key not in _DTYPES:
         raise LitvitError(f"unknown --amp {amp!r}; choose from {', '.join(AMP_CHOICES)}")
+    if _DTYPES[key] is torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
+        _warn_slow_cpu_bf16()
     return _DTYPES[key]
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN has bfloat16 kernels for this CPU (AVX-512 or AMX). Without them (AVX2-only
+    CPUs) torch multiplies bfloat16 matrices on a scalar path, about 100x slower than float32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without the query: assume the best
+        return True
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_slow_cpu_bf16() -> None:
+    print(
+        "litvit: warning: this CPU has no native bfloat16 arithmetic; --amp bf16 will run far slower "
+        "than float32 here (--amp none)",
+        file=sys.stderr,
+    )
 
 
 def autocast(device: torch.device, amp_dtype: Optional[torch.dtype]) -> torch.autocast:
