@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+import time
 
 import pytest
 import timm
@@ -376,3 +377,29 @@ def test_live_tensor_peak_names_the_op_and_module_of_each_storage_at_the_peak():
     assert peak == 2 * 4 * 512 * 4 == sum(s.nbytes for s in storages)
     assert [(s.module, s.shape, s.dtype) for s in storages] == [("0", (4, 512), torch.float32), ("1", (4, 512), torch.float32)]
     assert storages[0].op.startswith("aten.") and "gelu" in storages[1].op
+
+
+def test_a_compiling_runtime_reports_its_first_call_as_compile_time():
+    @bench.register_runtime("test-slow-first-call", supports_training=False, compiles=True)
+    def prepare(model, example, config, mode):
+        calls = []
+
+        def run(x):
+            if not calls:
+                time.sleep(0.5)  # what building a compiled program costs, once
+            calls.append(1)
+            return model(x)
+
+        return run
+
+    try:
+        report = bench.run_benchmark(_config(runtime="test-slow-first-call", modes=["inference"]), log=None)
+    finally:
+        del bench.RUNTIMES["test-slow-first-call"]
+    (result,) = report["results"]
+    assert result["first_step_ms"] >= 500
+    assert 0.5 <= result["compile_s"] <= result["first_step_ms"] / 1e3
+    assert "compile time (first step less a timed one): lit_s inference" in bench.format_table(report)
+    # An eager run reports the first step but no compile time.
+    eager = bench.run_benchmark(_config(runtime="eager", modes=["inference"]), log=None)["results"][0]
+    assert eager["first_step_ms"] is not None and eager["compile_s"] is None

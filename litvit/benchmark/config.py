@@ -37,6 +37,8 @@ RESULT_FIELDS = [
     "repeats",
     "steps_per_repeat",
     "settle_rounds",
+    "first_step_ms",
+    "compile_s",
     "gmacs",
     "gflops_per_img",
     "achieved_gflops",

@@ -71,6 +71,10 @@ def format_table(report: Dict[str, Any]) -> str:
         if meta.get("matmul_peak_cpu_gflops"):
             line += f"; {meta['matmul_peak_cpu_gflops']:.1f} GFLOP per CPU-second (%peak cpu compares CPU time)"
         lines.append(line)
+    compiled = [r for r in report["results"] if r.get("compile_s") is not None]
+    if compiled:
+        times = ", ".join(f"{_label(r, runtimes)} {r['mode']} {r['compile_s']:.1f} s" for r in compiled)
+        lines.append(f"compile time (first step less a timed one): {times}")
     for r in report["results"]:
         if r["error"]:
             lines.append(f"note: {_label(r, runtimes)} {r['mode']} {r['img_size']}px: {r['error']}")

@@ -16,7 +16,7 @@ from ..errors import LitvitError
 from .config import RESULT_FIELDS, BenchmarkConfig
 from .memory import measure_peak_memory
 from .report import _label
-from .runtimes import _Skip, accel_plan
+from .runtimes import RUNTIMES, _Skip, accel_plan
 from .steps import _build_step, _record_failure, _setup_process, create_bench_model
 from .timing import _MatmulProbe, _sync
 
@@ -100,8 +100,12 @@ def _run_group(
             result["gflops_per_img"] = flops / 1e9
             result["gmacs"] = forward_flops / 2e9
             _log(f"[{mode} {img_size}px] {label}: warm-up ({config.warmup} steps)", log)
-            for _ in range(config.warmup):
+            for index in range(config.warmup):
+                start = time.perf_counter()
                 step()
+                if index == 0:  # the first step builds what a runtime builds lazily (torch.compile's graphs)
+                    _sync(device)
+                    result["first_step_ms"] = 1e3 * (time.perf_counter() - start)
             _sync(device)
             result["_step"], result["_times"], result["_cpu"] = step, [], []
         except LitvitError:
@@ -156,6 +160,9 @@ def _run_group(
             )
             if result["gflops_per_img"] is not None:
                 result["achieved_gflops"] = result["gflops_per_img"] * result["img_per_s"]
+            if RUNTIMES[result["runtime"]].compiles and result["first_step_ms"] is not None:
+                # Compilation happens in the first call; a timed step is what the same call costs compiled.
+                result["compile_s"] = max(0.0, result["first_step_ms"] - 1e3 * median) / 1e3
     if config.memory:
         for result in entries:
             if result["status"] != "ok":

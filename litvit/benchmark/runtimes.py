@@ -24,25 +24,28 @@ class Runtime:
     ``prepare(model, example, config, mode)`` returns the callable that maps an input
     batch to outputs; the model is already on the device, in the memory format and
     train/eval state of ``mode``. Runtimes that cannot train (exported graphs) set
-    ``supports_training=False`` and are skipped for training.
+    ``supports_training=False`` and are skipped for training. Runtimes that build their program
+    in the first call (``torch.compile``) set ``compiles=True``: the report gives that call's extra
+    time as the compile time.
     """
 
     name: str
     prepare: Callable[[nn.Module, torch.Tensor, BenchmarkConfig, str], Callable[[torch.Tensor], Any]]
     supports_training: bool = True
     description: str = ""
+    compiles: bool = False
 
 
 RUNTIMES: Dict[str, Runtime] = {}
 
 
 def register_runtime(
-    name: str, *, supports_training: bool = True, description: str = ""
+    name: str, *, supports_training: bool = True, description: str = "", compiles: bool = False
 ) -> Callable[[Callable[..., Callable[[torch.Tensor], Any]]], Callable[..., Callable[[torch.Tensor], Any]]]:
     """Decorator: register ``prepare(model, example, config, mode)`` as runtime ``name``."""
 
     def decorator(prepare: Callable[..., Callable[[torch.Tensor], Any]]) -> Callable[..., Callable[[torch.Tensor], Any]]:
-        RUNTIMES[name] = Runtime(name, prepare, supports_training, description)
+        RUNTIMES[name] = Runtime(name, prepare, supports_training, description, compiles)
         return prepare
 
     return decorator
@@ -70,7 +73,7 @@ def accel_plan(config: BenchmarkConfig):
     return accel.choose_plan(config.device, onednn=config.onednn, onednn_weight_grad=config.onednn_weight_grad)
 
 
-@register_runtime("compile", description="torch.compile (Inductor); --compile-mode, --fullgraph")
+@register_runtime("compile", description="torch.compile (Inductor); --compile-mode, --fullgraph", compiles=True)
 def _prepare_compiled(model: nn.Module, example: torch.Tensor, config: BenchmarkConfig, mode: str):
     return torch.compile(model, mode=config.compile_mode, fullgraph=config.fullgraph)
 
