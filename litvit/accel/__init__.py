@@ -7,11 +7,15 @@ The model file stays plain; this layer replaces modules of any timm-style model 
 * timm's ``Mlp`` -> :class:`~litvit.accel.modules.FusedMlp` (GELU fused into fc1's product, or
   applied in place, where autograd does not record);
 * LIT's DTM -> :class:`~litvit.accel.modules.FastDTM` (BatchNorm folded into the
-  deformable kernel in eval mode).
+  deformable kernel in eval mode);
+* attention modules (LIT's, HiLo, and timm's ViT / PVTv2 / Swin attention) -> a twin from
+  :func:`~litvit.accel.modules.explicit_attention_twin` that takes the module's own explicit
+  softmax branch instead of ``scaled_dot_product_attention`` for bfloat16 / float16 CPU work,
+  where SDPA's CPU kernels are slower at classification sequence lengths.
 
 Parameters, buffers and their names do not change, so checkpoints stay interchangeable and an
 optimizer built before the call keeps working. Outputs and gradients equal the plain model's up to
-float32 rounding. The machine-dependent choices (whether oneDNN's products beat MKL's here) are
+float32 rounding (bfloat16 rounding for the attention twins, which compute the module's explicit form). The machine-dependent choices (whether oneDNN's products beat MKL's here) are
 made once, by :func:`choose_plan`, and every one of them can be fixed by an argument.
 """
 from __future__ import annotations
@@ -28,7 +32,9 @@ from timm.layers import Mlp
 
 from ..models.dtm import DeformableTokenMerging
 from ..ops import onednn as onednn_ops
-from .modules import FastDTM, FusedMlp, OneDNNLinear, dtm_folds, mlp_fuses, rebind
+from .modules import (
+    FastDTM, FusedMlp, OneDNNLinear, attention_switches, dtm_folds, explicit_attention_twin, mlp_fuses, rebind,
+)
 
 __all__ = [
     "AccelPlan", "choose_plan", "optimize", "optimize_for_device", "applied_plan", "replaced_counts",
@@ -45,6 +51,7 @@ class AccelPlan:
     onednn_weight_grad: bool = False
     fuse_mlp: bool = True
     fast_dtm: bool = True
+    explicit_attention: bool = True
     reasons: Dict[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
     def describe(self) -> str:
@@ -57,6 +64,7 @@ class AccelPlan:
             parts.append("ATen Linear")
         parts.append("fused MLP" if self.fuse_mlp else "plain MLP")
         parts.append("DTM norm folded in eval" if self.fast_dtm else "DTM as written")
+        parts.append("explicit bf16/fp16 attention" if self.explicit_attention else "SDPA attention")
         why = "; ".join(f"{key}: {value}" for key, value in self.reasons.items())
         return ", ".join(parts) + (f" ({why})" if why else "")
 
@@ -68,6 +76,7 @@ def choose_plan(
     onednn_weight_grad: Optional[bool] = None,
     fuse_mlp: bool = True,
     fast_dtm: bool = True,
+    explicit_attention: bool = True,
 ) -> AccelPlan:
     """The replacements that pay on ``device``, decided once.
 
@@ -97,7 +106,7 @@ def choose_plan(
         onednn_weight_grad = speedup >= onednn_ops.ONEDNN_TRAINING_SPEEDUP
         reasons["weight gradients"] = f"oneDNN/MKL product rate {speedup:.2f}x"
     return AccelPlan(device=str(device), onednn=bool(onednn), onednn_weight_grad=bool(onednn_weight_grad),
-                     fuse_mlp=fuse_mlp, fast_dtm=fast_dtm, reasons=reasons)
+                     fuse_mlp=fuse_mlp, fast_dtm=fast_dtm, explicit_attention=explicit_attention, reasons=reasons)
 
 
 def _onednn_available() -> bool:
@@ -111,7 +120,13 @@ def _replacement(module: nn.Module, plan: AccelPlan) -> nn.Module:
         return rebind(module, FusedMlp)
     if plan.fast_dtm and type(module) is DeformableTokenMerging and dtm_folds(module):
         return FastDTM.from_dtm(module, onednn=plan.onednn)
+    if plan.explicit_attention and _on_cpu(plan) and attention_switches(module):
+        return rebind(module, explicit_attention_twin(type(module)))
     return module
+
+
+def _on_cpu(plan: AccelPlan) -> bool:
+    return torch.device(plan.device).type == "cpu"
 
 
 def _replace_children(module: nn.Module, plan: AccelPlan, counts: Dict[str, int]) -> nn.Module:

@@ -1,10 +1,13 @@
-"""Drop-in replacements for ``nn.Linear``, timm's ``Mlp`` and LIT's DTM that run CPU work faster.
+"""Drop-in replacements for ``nn.Linear``, timm's ``Mlp``, LIT's DTM and attention modules that run
+CPU work faster.
 
 Each replacement is a subclass of the module it stands in for, holds the same parameters and
 buffers under the same names (the state dict does not change) and computes the same function up
-to float32 rounding. A faster form is taken only where nothing could tell the difference: the
-plain form runs under autocast, graph capture (``torch.compile``, ``torch.export``, ONNX) and
-wherever autograd needs what the faster form would overwrite.
+to rounding. A faster form is taken only where nothing could tell the difference: the plain form
+runs under graph capture (``torch.compile``, ``torch.export``, ONNX) and wherever autograd needs
+what the faster form would overwrite; the float32 products step aside under autocast, and the
+attention twins act only there (or on low-precision tensors), taking the module's own explicit
+branch.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from ..ops import onednn
 from ..ops.capture import graph_capture_active
 from ..ops.deform import deform_sample2x2
 
-__all__ = ["OneDNNLinear", "FusedMlp", "FastDTM", "rebind"]
+__all__ = ["OneDNNLinear", "FusedMlp", "FastDTM", "rebind", "explicit_attention_twin", "explicit_attention_applies", "EXPLICIT_ATTENTION_MAX_SCORES"]
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -174,3 +177,89 @@ class FastDTM(DeformableTokenMerging):
             out = torch.addmm(bias.to(rows.dtype), rows, weight.t().to(rows.dtype))
             out = F.gelu(out) if torch.is_grad_enabled() and out.requires_grad else torch.ops.aten.gelu_(out)
         return out.reshape(batch, out_h * out_w, self.proj.out_channels), (out_h, out_w), offset
+
+
+# Largest attention-score tensor (batch x heads x queries x keys elements) for which the explicit
+# form is taken: 32 M scores, 64 MB in bfloat16. LIT-S's and Swin-T's at 224 px and batch 32 hold
+# 15 M; at detection resolution (LIT-S at 800 x 1344: 212 M per image) SDPA's tiled kernel,
+# which never holds the whole matrix, stays.
+EXPLICIT_ATTENTION_MAX_SCORES = 1 << 25
+
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def explicit_attention_types() -> Tuple[type, ...]:
+    """The attention modules whose ``fused_attn`` flag :func:`explicit_attention_twin` may turn off
+    per call: litvit's and those of timm's peers, each computing the same function either way."""
+    from timm.models.pvt_v2 import Attention as PvtAttention
+    from timm.models.swin_transformer import WindowAttention
+    from timm.layers import Attention as VitAttention
+
+    from ..models.hilo import HiLoAttention
+    from ..models.lit import Attention as LitAttention
+
+    return (LitAttention, HiLoAttention, PvtAttention, WindowAttention, VitAttention)
+
+
+def _key_length(module: nn.Module, queries: int) -> int:
+    """Keys per query of ``module``'s (largest) attention over ``queries`` tokens."""
+    if getattr(module, "pool", None) is not None:  # PVTv2's linear mode: keys pooled to 7 x 7
+        return 49
+    reduction = getattr(module, "sr", None)
+    if isinstance(reduction, nn.Conv2d):  # PVTv2's spatial reduction of the keys
+        return max(1, queries // (reduction.stride[0] * reduction.stride[1]))
+    window = getattr(module, "window", None)
+    if isinstance(window, int) and window > 1:  # HiLo's Lo-Fi keys, one per window
+        return max(1, queries // (window * window))
+    return queries
+
+
+def explicit_attention_applies(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether the explicit product-softmax-product form should replace SDPA for this call: CPU
+    work in bfloat16 or float16 (autocast or not), eager, with a score tensor of bounded size."""
+    if x.device.type != "cpu" or x.dim() < 3 or graph_capture_active():
+        return False
+    if x.dtype not in _LOW_PRECISION and not (_autocast_cpu() and torch.get_autocast_dtype("cpu") in _LOW_PRECISION):
+        return False
+    queries = x.numel() // (x.shape[0] * x.shape[-1])
+    heads = getattr(module, "num_heads", None) or getattr(module, "lofi_heads", 1)  # HiLo: its Lo-Fi heads
+    scores = x.shape[0] * heads * queries * _key_length(module, queries)
+    return scores <= EXPLICIT_ATTENTION_MAX_SCORES
+
+
+class _ExplicitLowPrecisionAttention(nn.Module):
+    """Mixin of :func:`explicit_attention_twin`'s classes."""
+
+    def forward(self, x: torch.Tensor, *args, **kwargs):
+        if not (self.fused_attn and explicit_attention_applies(self, x)):
+            return super().forward(x, *args, **kwargs)
+        # The module's own explicit branch; the flag is restored so a user's setting stands.
+        self.fused_attn = False
+        try:
+            return super().forward(x, *args, **kwargs)
+        finally:
+            self.fused_attn = True
+
+
+_TWINS: dict = {}
+
+
+def explicit_attention_twin(cls: type) -> type:
+    """A subclass of the attention module ``cls`` that computes its attention in the explicit form
+    (the module's ``fused_attn=False`` branch) for low-precision CPU work.
+
+    On the CPU, ``scaled_dot_product_attention`` in bfloat16 runs its fused kernel (or, with a
+    learned bias that needs a gradient, its math path, which also upcasts to float32) 1.7-2.6x
+    slower in training and up to 1.8x slower in inference than an explicit ``bmm``, softmax and
+    ``bmm`` in bfloat16 at the sequence lengths of 224 px classification (196 global tokens, 49 per
+    window, 3136 queries on 49 keys). Float32 keeps SDPA, whose fused kernel wins there.
+    """
+    if cls not in _TWINS:
+        _TWINS[cls] = type(f"LowPrecisionCPU{cls.__name__}", (_ExplicitLowPrecisionAttention, cls), {"__module__": __name__})
+    return _TWINS[cls]
+
+
+def attention_switches(module: nn.Module) -> bool:
+    """Whether ``module`` is exactly one of :func:`explicit_attention_types` (its forward is wrapped,
+    not skipped, so its hooks still run)."""
+    return type(module) in explicit_attention_types()
