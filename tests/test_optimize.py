@@ -133,13 +133,41 @@ def test_modules_with_hooks_and_subclasses_are_left_alone():
 
 
 @needs_onednn
-def test_autocast_runs_the_plain_arithmetic(tiny_lit):
-    plain, fast = _pair(_realistic(tiny_lit("lit_ti")), onednn=True, onednn_weight_grad=False)
-    x = _input("lit_ti")
+@pytest.mark.parametrize("name", ["lit_ti", "lit_s"])
+def test_bfloat16_autocast_matches_the_plain_model(tiny_lit, name):
+    plain, fast = _pair(_realistic(tiny_lit(name)), onednn=True, onednn_weight_grad=False)
+    x = _input(name)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         expected, got = plain(x), fast(x)
     assert got.dtype == expected.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), expected.float(), rtol=0.05, atol=0.05)
+    # Training under autocast: the gradients reach the float32 parameters as autocast's do.
+    for model in (plain.train(), fast.train()):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        out.float().square().mean().backward()
+    for (key, p), q in zip(plain.named_parameters(), fast.parameters()):
+        assert (p.grad is None) == (q.grad is None), key
+        if p.grad is not None:
+            assert q.grad.dtype == torch.float32
+            torch.testing.assert_close(q.grad, p.grad, rtol=0.1, atol=2e-3, msg=key)
+
+
+@needs_onednn
+def test_bfloat16_inference_runs_one_onednn_product_with_the_bias(tiny_lit):
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 96)
+    fast = litvit.optimize(copy.deepcopy(layer), onednn=True, onednn_weight_grad=False)
+    x = torch.randn(50, 64)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, got = layer(x), fast(x)
+    with torch.inference_mode():
+        direct = torch.ops.mkldnn._linear_pointwise(
+            x.bfloat16(), layer.weight.bfloat16(), layer.bias.bfloat16(), "none", [], "")
+        on_bf16 = fast.bfloat16()(x.bfloat16())  # a bfloat16 model, no autocast
+    assert got.dtype == torch.bfloat16 and torch.equal(got, direct) and torch.equal(on_bf16, direct)
+    torch.testing.assert_close(got.float(), expected.float(), rtol=0.02, atol=0.02)
 
 
 def test_the_plan_is_chosen_once_and_each_choice_can_be_fixed():
