@@ -6,9 +6,9 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-from timm.layers import Attention as VitAttention
 from timm.models.pvt_v2 import Attention as PvtAttention
 from timm.models.swin_transformer import WindowAttention
+from timm.models.vision_transformer import Attention as VitAttention
 
 import litvit
 from litvit.accel import replaced_counts

@@ -11,7 +11,8 @@ branch.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Type, TypeVar
+import functools
+from typing import Dict, Optional, Tuple, Type, TypeVar
 
 import torch
 import torch.nn as nn
@@ -215,12 +216,13 @@ EXPLICIT_ATTENTION_MAX_SCORES = 1 << 25
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
+@functools.lru_cache(maxsize=None)
 def explicit_attention_types() -> Tuple[type, ...]:
     """The attention modules whose ``fused_attn`` flag :func:`explicit_attention_twin` may turn off
     per call: litvit's and those of timm's peers, each computing the same function either way."""
     from timm.models.pvt_v2 import Attention as PvtAttention
     from timm.models.swin_transformer import WindowAttention
-    from timm.layers import Attention as VitAttention
+    from timm.models.vision_transformer import Attention as VitAttention  # timm.layers' in newer timm
 
     from ..models.hilo import HiLoAttention
     from ..models.lit import Attention as LitAttention
@@ -268,7 +270,7 @@ class _ExplicitLowPrecisionAttention(nn.Module):
             self.fused_attn = True
 
 
-_TWINS: dict = {}
+_TWINS: Dict[type, type] = {}
 
 
 def explicit_attention_twin(cls: type) -> type:
