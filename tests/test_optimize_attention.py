@@ -105,3 +105,32 @@ def test_the_choice_can_be_turned_off():
     fast = litvit.optimize(LitAttention(32, 2), onednn=False, explicit_attention=False)
     assert type(fast) is LitAttention
     assert "SDPA attention" in litvit.accel.applied_plan(fast).describe()
+
+
+@pytest.mark.parametrize("inference", [True, False])
+def test_the_inference_choice_decides_only_calls_that_autograd_does_not_record(inference):
+    make, shape, args = CASES["lit-rel-pos"]
+    torch.manual_seed(0)
+    plain = _with_random_bias(make()).eval()
+    explicit = copy.deepcopy(plain)
+    explicit.fused_attn = False
+    fast = litvit.optimize(copy.deepcopy(plain), onednn=False, explicit_attention_inference=inference)
+    assert ("in training" in litvit.accel.applied_plan(fast).describe()) is not inference
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = fast(x, *args)
+        expected = (explicit if inference else plain)(x, *args)
+        other = (plain if inference else explicit)(x, *args)
+    assert torch.equal(got, expected) and not torch.equal(got, other)  # the two branches round apart
+    # Training takes the explicit branch either way.
+    got, expected = _run(fast, x, args, torch.bfloat16), _run(explicit, x, args, torch.bfloat16)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+def test_the_default_inference_choice_follows_amx():
+    from litvit.ops.onednn import cpu_has_amx
+
+    plan = litvit.accel.choose_plan("cpu", onednn=False)
+    assert plan.explicit_attention_inference is not cpu_has_amx()
+    assert "attention in inference" in plan.reasons
+    assert not litvit.accel.choose_plan("cpu", onednn=False, explicit_attention=False).explicit_attention_inference

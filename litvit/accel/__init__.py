@@ -11,12 +11,14 @@ The model file stays plain; this layer replaces modules of any timm-style model 
 * attention modules (LIT's, HiLo, and timm's ViT / PVTv2 / Swin attention) -> a twin from
   :func:`~litvit.accel.modules.explicit_attention_twin` that takes the module's own explicit
   softmax branch instead of ``scaled_dot_product_attention`` for bfloat16 / float16 CPU work,
-  where SDPA's CPU kernels are slower at classification sequence lengths.
+  where SDPA's CPU kernels are slower at classification sequence lengths (on CPUs with AMX, in
+  training only: there SDPA's inference kernel runs on AMX tiles and wins).
 
 Parameters, buffers and their names do not change, so checkpoints stay interchangeable and an
 optimizer built before the call keeps working. Outputs and gradients equal the plain model's up to
-float32 rounding (bfloat16 rounding for the attention twins, which compute the module's explicit form). The machine-dependent choices (whether oneDNN's products beat MKL's here) are
-made once, by :func:`choose_plan`, and every one of them can be fixed by an argument.
+float32 rounding (bfloat16 rounding for the attention twins, which compute the module's explicit
+form). The machine-dependent choices (whether oneDNN's products beat MKL's here, whether the CPU
+has AMX) are made once, by :func:`choose_plan`, and every one of them can be fixed by an argument.
 """
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ class AccelPlan:
     fuse_mlp: bool = True
     fast_dtm: bool = True
     explicit_attention: bool = True
+    explicit_attention_inference: bool = True
     reasons: Dict[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
     def describe(self) -> str:
@@ -64,7 +67,10 @@ class AccelPlan:
             parts.append("ATen Linear")
         parts.append("fused MLP" if self.fuse_mlp else "plain MLP")
         parts.append("DTM norm folded in eval" if self.fast_dtm else "DTM as written")
-        parts.append("explicit bf16/fp16 attention" if self.explicit_attention else "SDPA attention")
+        if not self.explicit_attention:
+            parts.append("SDPA attention")
+        else:
+            parts.append("explicit bf16/fp16 attention" + ("" if self.explicit_attention_inference else " in training"))
         why = "; ".join(f"{key}: {value}" for key, value in self.reasons.items())
         return ", ".join(parts) + (f" ({why})" if why else "")
 
@@ -77,6 +83,7 @@ def choose_plan(
     fuse_mlp: bool = True,
     fast_dtm: bool = True,
     explicit_attention: bool = True,
+    explicit_attention_inference: Optional[bool] = None,
 ) -> AccelPlan:
     """The replacements that pay on ``device``, decided once.
 
@@ -85,6 +92,9 @@ def choose_plan(
     (:func:`~litvit.ops.onednn.onednn_matmul_speedup`, about 0.1 s) and takes oneDNN for the weight
     gradients where it is at least ``ONEDNN_TRAINING_SPEEDUP`` times faster. Pass booleans to fix
     either choice (a run that must repeat another's arithmetic exactly, for one).
+    ``explicit_attention`` sends bfloat16 / float16 CPU attention to the module's explicit form;
+    ``explicit_attention_inference=None`` keeps SDPA for inference on CPUs with AMX, where its
+    fused kernel computes on AMX tiles and wins.
     """
     reasons: Dict[str, str] = {}
     on_cpu = torch.device(device).type == "cpu"
@@ -105,8 +115,15 @@ def choose_plan(
         speedup = onednn_ops.onednn_matmul_speedup()
         onednn_weight_grad = speedup >= onednn_ops.ONEDNN_TRAINING_SPEEDUP
         reasons["weight gradients"] = f"oneDNN/MKL product rate {speedup:.2f}x"
+    if not (explicit_attention and on_cpu):
+        explicit_attention_inference = False
+    elif explicit_attention_inference is None:
+        amx = onednn_ops.cpu_has_amx()
+        explicit_attention_inference = not amx
+        reasons["attention in inference"] = "AMX CPU: SDPA" if amx else "no AMX: explicit"
     return AccelPlan(device=str(device), onednn=bool(onednn), onednn_weight_grad=bool(onednn_weight_grad),
-                     fuse_mlp=fuse_mlp, fast_dtm=fast_dtm, explicit_attention=explicit_attention, reasons=reasons)
+                     fuse_mlp=fuse_mlp, fast_dtm=fast_dtm, explicit_attention=explicit_attention,
+                     explicit_attention_inference=bool(explicit_attention_inference), reasons=reasons)
 
 
 def _onednn_available() -> bool:
@@ -121,7 +138,7 @@ def _replacement(module: nn.Module, plan: AccelPlan) -> nn.Module:
     if plan.fast_dtm and type(module) is DeformableTokenMerging and dtm_folds(module):
         return FastDTM.from_dtm(module, onednn=plan.onednn)
     if plan.explicit_attention and _on_cpu(plan) and attention_switches(module):
-        return rebind(module, explicit_attention_twin(type(module)))
+        return rebind(module, explicit_attention_twin(type(module), plan.explicit_attention_inference))
     return module
 
 

@@ -243,10 +243,13 @@ def _key_length(module: nn.Module, queries: int) -> int:
     return queries
 
 
-def explicit_attention_applies(module: nn.Module, x: torch.Tensor) -> bool:
+def explicit_attention_applies(module: nn.Module, x: torch.Tensor, inference: bool = True) -> bool:
     """Whether the explicit product-softmax-product form should replace SDPA for this call: CPU
-    work in bfloat16 or float16 (autocast or not), eager, with a score tensor of bounded size."""
+    work in bfloat16 or float16 (autocast or not), eager, with a score tensor of bounded size, and,
+    with ``inference=False``, only where autograd records the call (training)."""
     if x.device.type != "cpu" or x.dim() < 3 or graph_capture_active():
+        return False
+    if not inference and not _records_grad(x, module):
         return False
     if x.dtype not in _LOW_PRECISION and not (_autocast_cpu() and torch.get_autocast_dtype("cpu") in _LOW_PRECISION):
         return False
@@ -259,8 +262,10 @@ def explicit_attention_applies(module: nn.Module, x: torch.Tensor) -> bool:
 class _ExplicitLowPrecisionAttention(nn.Module):
     """Mixin of :func:`explicit_attention_twin`'s classes."""
 
+    explicit_in_inference: bool = True
+
     def forward(self, x: torch.Tensor, *args, **kwargs):
-        if not (self.fused_attn and explicit_attention_applies(self, x)):
+        if not (self.fused_attn and explicit_attention_applies(self, x, self.explicit_in_inference)):
             return super().forward(x, *args, **kwargs)
         # The module's own explicit branch; the flag is restored so a user's setting stands.
         self.fused_attn = False
@@ -270,22 +275,28 @@ class _ExplicitLowPrecisionAttention(nn.Module):
             self.fused_attn = True
 
 
-_TWINS: Dict[type, type] = {}
+_TWINS: Dict[Tuple[type, bool], type] = {}
 
 
-def explicit_attention_twin(cls: type) -> type:
+def explicit_attention_twin(cls: type, inference: bool = True) -> type:
     """A subclass of the attention module ``cls`` that computes its attention in the explicit form
-    (the module's ``fused_attn=False`` branch) for low-precision CPU work.
+    (the module's ``fused_attn=False`` branch) for low-precision CPU work; with ``inference=False``,
+    only in training (where autograd records the call).
 
     On the CPU, ``scaled_dot_product_attention`` in bfloat16 runs its fused kernel (or, with a
-    learned bias that needs a gradient, its math path, which also upcasts to float32) 1.7-2.6x
-    slower in training and up to 1.8x slower in inference than an explicit ``bmm``, softmax and
-    ``bmm`` in bfloat16 at the sequence lengths of 224 px classification (196 global tokens, 49 per
-    window, 3136 queries on 49 keys). Float32 keeps SDPA, whose fused kernel wins there.
+    learned bias that needs a gradient, its math path, which also upcasts to float32) 1.1-2.6x
+    slower in training than an explicit ``bmm``, softmax and ``bmm`` in bfloat16 at the sequence
+    lengths of 224 px classification (196 global tokens, 49 per window, 3136 queries on 49 keys),
+    and up to 1.8x slower in inference on CPUs without AMX. With AMX, SDPA's inference kernel
+    computes on AMX tiles and is up to 2.5x faster than the explicit form, so the speed layer keeps
+    it there (:func:`litvit.accel.choose_plan`). Float32 keeps SDPA, whose fused kernel wins.
     """
-    if cls not in _TWINS:
-        _TWINS[cls] = type(f"LowPrecisionCPU{cls.__name__}", (_ExplicitLowPrecisionAttention, cls), {"__module__": __name__})
-    return _TWINS[cls]
+    key = (cls, inference)
+    if key not in _TWINS:
+        name = f"LowPrecisionCPU{'' if inference else 'Training'}{cls.__name__}"
+        attrs = {"__module__": __name__, "explicit_in_inference": inference}
+        _TWINS[key] = type(name, (_ExplicitLowPrecisionAttention, cls), attrs)
+    return _TWINS[key]
 
 
 def attention_switches(module: nn.Module) -> bool:

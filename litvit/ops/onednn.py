@@ -28,6 +28,7 @@ import torch
 __all__ = [
     "onednn_linear_available",
     "cpu_has_avx512",
+    "cpu_has_amx",
     "onednn_matmul_speedup",
     "square_products",
     "linear",
@@ -65,6 +66,17 @@ def cpu_has_avx512() -> bool:
     except AttributeError:  # torch without the query
         return False
     return capability.upper().startswith(("AVX512", "AMX"))
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel Xeon from Sapphire Rapids on), on which torch's CPU
+    flash attention computes its bfloat16 / float16 products with oneDNN's AMX micro-kernels."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # not in every torch release
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
 
 
 def square_products(a: torch.Tensor, b: torch.Tensor) -> Dict[str, Callable[[], torch.Tensor]]:
