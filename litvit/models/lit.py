@@ -95,7 +95,9 @@ class Attention(nn.Module):
     def _probs(self, q: torch.Tensor, k: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         attn = (q * self.scale) @ k.transpose(-2, -1)
         if bias is not None:
-            attn = attn + bias
+            # In the scores' dtype, as SDPA takes it: under autocast a float32 bias would promote the
+            # whole score matrix, its softmax and its gradient to float32.
+            attn = attn + bias.to(attn.dtype)
         return attn.softmax(dim=-1)
 
     def forward(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
