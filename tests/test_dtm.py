@@ -120,6 +120,26 @@ def test_dtm_gradients_match_torchvision():
         assert_close(got, want, atol=1e-9, rtol=1e-9)
 
 
+def test_a_channels_last_input_gets_its_gradient_in_token_layout():
+    # DTM reads its tokens as a channels-last map; grid_sample's backward alone would hand back an
+    # NCHW gradient, a transposed view in token layout that slows the whole backward pass.
+    torch.manual_seed(0)
+    leaf = torch.randn(2, 8 * 6, 4, requires_grad=True)
+    offset = torch.randn(2, 8, 4, 3)
+    weight = torch.randn(5, 4, 2, 2)
+    tokens = leaf * 1.0  # not a leaf: a leaf's .grad is copied to its own layout, hiding the flow's
+    seen = []
+    tokens.register_hook(seen.append)
+    as_map = tokens.reshape(2, 8, 6, 4).permute(0, 3, 1, 2)
+    deform_sample2x2(as_map, offset).square().sum().backward()
+    assert seen[0].is_contiguous()
+    plain = leaf.detach().reshape(2, 8, 6, 4).permute(0, 3, 1, 2).contiguous().requires_grad_()
+    deform_sample2x2(plain, offset).square().sum().backward()
+    assert_close(seen[0], plain.grad.permute(0, 2, 3, 1).reshape(2, 48, 4))
+    out = deform_conv2x2(as_map, offset, weight)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_untrained_dtm_is_a_plain_strided_convolution():
     dtm, tokens = dtm_and_tokens(offset_std=0)
     out, _, offset = dtm(tokens, (6, 8))

@@ -129,6 +129,29 @@ def sampling_locations2x2(offset: torch.Tensor) -> torch.Tensor:
     return base.unsqueeze(0) + offset.view(batch, 4, 2, out_h, out_w).permute(0, 1, 3, 4, 2)
 
 
+def _channels_last_only(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+class _ChannelsLastGrad(torch.autograd.Function):
+    """Identity whose backward hands the gradient on in channels-last layout.
+
+    ``grid_sample``'s backward returns its input gradient as a plain NCHW buffer whatever the
+    input's layout. For LIT's channels-last token maps that gradient, seen as tokens, is a
+    transposed view; added into the residual stream it made every elementwise op, LayerNorm and
+    GELU backward of the stage before run on mixed layouts (LIT-Ti: DTM's GELU backward 6x slower
+    per element). One copy here keeps the backward pass in token layout.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous(memory_format=torch.channels_last)
+
+
 def deform_sample2x2(x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """Bilinear samples of a 2x2 stride-2 deformable kernel, laid out for one matmul.
 
@@ -168,6 +191,8 @@ def deform_sample2x2(x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     )
     scale = 2.0 / extent.clamp(min=1)
     grid = (loc.flip(-1) * scale - 1.0).reshape(batch, 4, out_h * out_w, 2)
+    if x.requires_grad and _channels_last_only(x) and torch.is_grad_enabled() and not graph_capture_active():
+        x = _ChannelsLastGrad.apply(x)
     # (The meta device, where shapes are worked out without data, has no autocast to leave.)
     no_autocast = nullcontext() if x.device.type == "meta" else torch.autocast(x.device.type, enabled=False)
     with no_autocast:
